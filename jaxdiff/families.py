@@ -1,0 +1,61 @@
+"""Model families: what the one training loop needs from a kind of model.
+
+A family builds its network, defines its training loss on a batch, and samples. The loop in `train.py`
+knows nothing else about it, so a new model family is a new class here, not a new loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxdiff import diffusion
+from jaxdiff.models import build_network
+
+Batch = dict[str, jax.Array]  # 'x': [B, ...] data, 'y': [B] int labels
+
+
+class Family(Protocol):
+  def init(self, key: jax.Array) -> nnx.Module: ...
+  def loss(self, model: nnx.Module, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array: ...
+  def sample(self, model: nnx.Module, key: jax.Array, num: int, y: jax.Array | None = None) -> jax.Array: ...
+
+
+class DDPM:
+  """Epsilon-prediction DDPM with an image network (the U-Net of paper 1)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, data_shape: tuple[int, ...]):
+    self.config = config
+    self.data_shape = tuple(data_shape)  # [H, W, C]
+    df = config.diffusion
+    self.schedule = diffusion.linear_schedule(df.num_steps, df.beta_min, df.beta_max)
+
+  def init(self, key: jax.Array) -> nnx.Module:
+    h, _, c = self.data_shape
+    return build_network(self.config.model, image_size=h, channels=c, rngs=nnx.Rngs(params=key))
+
+  def _eps_fn(self, model, y, *, train: bool, key=None):
+    y = y if self.config.model.num_classes > 0 else None
+    return lambda x, t: model(x, t, y, train=train, key=key)
+
+  def loss(self, model, batch: Batch, key, *, train: bool):
+    k_loss, k_drop = jax.random.split(key)
+    eps_fn = self._eps_fn(model, batch.get('y'), train=train, key=k_drop)
+    return diffusion.ddpm_loss(self.schedule, eps_fn, batch['x'], k_loss)
+
+  def sample(self, model, key, num: int, y=None):
+    df = self.config.diffusion
+    if y is None and self.config.model.num_classes > 0:
+      y = jnp.full((num,), self.config.model.num_classes, jnp.int32)  # the unconditional ("null") class
+    return diffusion.sample(self.schedule, self._eps_fn(model, y, train=False), (num, *self.data_shape), key,
+                            sampler=df.sampler, sample_steps=df.sample_steps, eta=df.eta)
+
+
+def build_family(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> Family:
+  if config.family == 'ddpm':
+    return DDPM(config, data_shape)
+  raise ValueError(f"config field 'family': unknown model family {config.family!r}")

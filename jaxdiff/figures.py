@@ -1,0 +1,42 @@
+"""Figures written by runs: sample grids (more in later modules). Headless matplotlib."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+  """Tile images [N, H, W, C] (values in [0, 1]) into one array [rows*(H+pad)+pad, cols*(W+pad)+pad, C]."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  n, h, w, c = images.shape
+  ncol = ncol or int(math.ceil(math.sqrt(n)))
+  nrow = int(math.ceil(n / ncol))
+  grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+  for i in range(n):
+    r, q = divmod(i, ncol)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = images[i]
+  return grid
+
+
+def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, title: str | None = None) -> str:
+  """Write images [N, H, W, C] in [0, 1] as a PNG grid; returns the path."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  grid = image_grid(images, ncol)
+  fig, ax = plt.subplots(figsize=(max(3.0, grid.shape[1] / 24), max(3.0, grid.shape[0] / 24)))
+  if grid.shape[-1] == 1:
+    ax.imshow(grid[..., 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+  else:
+    ax.imshow(grid, interpolation='nearest')
+  ax.axis('off')
+  if title:
+    ax.set_title(title, fontsize=9)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  return path

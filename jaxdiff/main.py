@@ -1,0 +1,45 @@
+"""Entry point: `python -m jaxdiff.main --config=configs/NAME.py --workdir=DIR [--config.field=value ...]`."""
+
+from __future__ import annotations
+
+import logging as logging_std
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxdiff import train, writers
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and figures.')
+_CACHE = flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/jaxdiff/xla'),
+                             "JAX persistent compilation cache directory ('' to disable).")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Orbax logs every save at INFO through absl; keep its warnings and errors only."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  writers.hide_accelerators_from_tensorflow()
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE.value)
+  logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
+               jax.process_count(), jax.devices())
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,89 @@
+"""DDPM: the schedule against closed forms, noising statistics, and samplers on an exact Gaussian score."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import diffusion
+
+
+def test_linear_schedule_matches_closed_form():
+  s = diffusion.linear_schedule(1000, 1e-4, 0.02)
+  betas = np.linspace(1e-4, 0.02, 1000)
+  np.testing.assert_allclose(s.betas, betas, rtol=1e-6)
+  np.testing.assert_allclose(s.alpha_bars, np.cumprod(1 - betas), rtol=2e-5)
+  # t_OU = -1/2 log(alpha_bar); t_OU = 0.01 is step ~40 of 1000 (SPEC section 1).
+  np.testing.assert_allclose(diffusion.ou_time(s, jnp.arange(1000)), -0.5 * np.log(np.cumprod(1 - betas)),
+                             rtol=1e-4, atol=1e-7)
+  t = int(diffusion.step_from_ou_time(s, 0.01))
+  assert 38 <= t <= 42
+  for step in (1, 40, 300, 999):
+    assert int(diffusion.step_from_ou_time(s, diffusion.ou_time(s, step))) == step
+
+
+def test_bad_schedule_is_refused():
+  with pytest.raises(ValueError, match='beta_min'):
+    diffusion.linear_schedule(10, 0.5, 0.1)
+
+
+def test_q_sample_has_the_forward_marginal():
+  s = diffusion.linear_schedule(1000)
+  x0 = jnp.full((200_000, 1), 2.0)
+  t = jnp.full((200_000,), 500)
+  xt = diffusion.q_sample(s, x0, t, jax.random.normal(jax.random.PRNGKey(0), x0.shape))
+  ab = float(s.alpha_bars[500])
+  assert abs(float(xt.mean()) - 2.0 * np.sqrt(ab)) < 0.01
+  assert abs(float(xt.var()) - (1 - ab)) < 0.01
+
+
+def _gaussian(d=3):
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(d, d))
+  cov = 0.3 * a @ a.T / d + 0.05 * np.eye(d)
+  mean = rng.normal(size=d)
+  return mean, cov
+
+
+def _exact_eps(schedule, mean, cov):
+  """eps*(x_t, t) = sqrt(1 - ab) C_t^{-1} (x_t - sqrt(ab) m), with C_t = ab S + (1 - ab) I."""
+  mean, cov = jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32)
+  eye = jnp.eye(cov.shape[0])
+
+  def eps_fn(x, t):
+    ab = schedule.alpha_bars[t.astype(jnp.int32)][:, None, None]
+    c_t = ab * cov + (1 - ab) * eye
+    r = x - jnp.sqrt(ab[:, :, 0]) * mean
+    return jnp.sqrt(1 - ab[:, :, 0]) * jnp.linalg.solve(c_t, r[..., None])[..., 0]
+  return eps_fn
+
+
+@pytest.mark.parametrize('sampler,steps,eta', [('ddim', 100, 0.0), ('ddim', 200, 1.0), ('ddpm', 1000, 0.0)])
+def test_sampler_with_exact_score_reproduces_gaussian(sampler, steps, eta):
+  mean, cov = _gaussian()
+  s = diffusion.linear_schedule(1000)
+  run = jax.jit(lambda key: diffusion.sample(s, _exact_eps(s, mean, cov), (20_000, 3), key,
+                                             sampler=sampler, sample_steps=steps, eta=eta))
+  x = np.asarray(run(jax.random.PRNGKey(0)), np.float64)
+  np.testing.assert_allclose(x.mean(0), mean, atol=0.03)
+  emp = np.cov(x.T)
+  assert np.abs(emp - cov).max() / np.abs(cov).max() < 0.06, (emp, cov)
+
+
+def test_ddpm_loss_is_minimised_by_the_exact_score():
+  """The exact eps of Gaussian data beats a perturbed one: the loss measures what it should."""
+  mean, cov = _gaussian()
+  s = diffusion.linear_schedule(1000)
+  x0 = jax.random.multivariate_normal(jax.random.PRNGKey(1), mean, cov, (50_000,))
+  exact = _exact_eps(s, mean, cov)
+  loss_exact = diffusion.ddpm_loss(s, exact, x0, jax.random.PRNGKey(2))
+  loss_off = diffusion.ddpm_loss(s, lambda x, t: 1.1 * exact(x, t), x0, jax.random.PRNGKey(2))
+  assert float(loss_exact) < float(loss_off)
+  assert float(loss_exact) < 1.0
+
+
+def test_ddim_timesteps_cover_the_chain():
+  ts = np.asarray(diffusion.ddim_timesteps(1000, 100))
+  assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 100 and np.all(np.diff(ts) < 0)
+  with pytest.raises(ValueError):
+    diffusion.ddim_timesteps(1000, 0)

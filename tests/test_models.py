@@ -1,0 +1,65 @@
+"""The U-Net: paper 1's parameter counts, shapes, dropout and class conditioning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxdiff.models import UNet, parameter_count, paper_parameter_count
+
+PAPER_COUNTS = {8: 0.263e6, 16: 1.027e6, 32: 4.055e6, 48: 9.086e6, 64: 16.12e6}
+
+
+@pytest.mark.parametrize('width', sorted(PAPER_COUNTS))
+def test_parameter_counts_match_paper_1(width):
+  model = nnx.eval_shape(lambda: UNet(image_size=32, channels=1, width=width, rngs=nnx.Rngs(0)))
+  count = paper_parameter_count(model)
+  assert abs(count / PAPER_COUNTS[width] - 1) < 0.02, (width, count)
+  # The frozen sinusoidal table of the PyTorch code is the only difference from our trainable count.
+  assert count - parameter_count(model) == 1000 * width
+
+
+def _small(**kw):
+  args = dict(image_size=8, channels=1, width=8, channel_mult=(1, 2), num_res_blocks=1,
+              attention_resolutions=(4,), rngs=nnx.Rngs(0))
+  args.update(kw)
+  return UNet(**args)
+
+
+def test_output_shape_matches_input_for_rgb_and_gray():
+  for channels in (1, 3):
+    model = _small(channels=channels)
+    x = jnp.ones((2, 8, 8, channels))
+    assert model(x, jnp.array([3.0, 70.0])).shape == x.shape
+
+
+def test_time_changes_the_output():
+  model = _small()
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 8, 1))
+  a, b = model(x, jnp.array([1.0])), model(x, jnp.array([500.0]))
+  assert float(jnp.abs(a - b).max()) > 1e-4
+
+
+def test_dropout_is_random_in_training_and_off_in_evaluation():
+  model = _small(dropout=0.5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+  t = jnp.array([5.0, 50.0])
+  e1, e2 = model(x, t), model(x, t, train=True)  # no key: deterministic
+  np.testing.assert_array_equal(e1, e2)
+  d1 = model(x, t, train=True, key=jax.random.PRNGKey(0))
+  d2 = model(x, t, train=True, key=jax.random.PRNGKey(1))
+  d1b = model(x, t, train=True, key=jax.random.PRNGKey(0))
+  assert float(jnp.abs(d1 - d2).max()) > 1e-5
+  np.testing.assert_array_equal(d1, d1b)
+
+
+def test_class_conditioning_uses_the_label():
+  model = _small(num_classes=10)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+  t = jnp.array([5.0, 5.0])
+  a = model(x, t, jnp.array([1, 1]))
+  b = model(x, t, jnp.array([2, 2]))
+  null = model(x, t, None)
+  assert float(jnp.abs(a - b).max()) > 1e-5
+  np.testing.assert_array_equal(null, model(x, t, jnp.array([10, 10])))
