@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging as logging_std
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdiff import train, writers
+from jaxdiff.checkpoint import CheckpointError
+from jaxdiff.data import DataNotPreparedError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and figures.')
@@ -34,7 +37,13 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.devices())
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, RuntimeError) as e:  # bad config, data not prepared, mismatched checkpoint
+    if not isinstance(e, (ValueError, CheckpointError, DataNotPreparedError)):
+      raise
+    logging.error('%s', e)
+    sys.exit(f'jaxdiff: error: {e}')
 
 
 def run():

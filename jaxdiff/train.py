@@ -42,6 +42,10 @@ class TrainState:
   params: Any                 # nnx.State of the network's parameters
   opt_state: Any
   ema_params: Any = None      # nnx.State, or None without EMA
+  # Training loss summed over the steps since the last log row, and their count: part of the checkpoint so
+  # that a resumed run logs exactly the rows an uninterrupted one would.
+  loss_sum: Any = None        # float32 scalar
+  loss_count: Any = None      # int32 scalar
 
 
 def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -73,7 +77,8 @@ def create_train_state(family: Family, tx: optax.GradientTransformation, seed: i
   if jax.tree.leaves(rest):
     raise NotImplementedError('networks with non-parameter state (e.g. batch statistics) are not supported')
   state = TrainState(step=jnp.zeros((), jnp.int32), rng=rng, params=params, opt_state=tx.init(params),
-                     ema_params=jax.tree.map(jnp.copy, params) if ema else None)
+                     ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+                     loss_sum=jnp.zeros((), jnp.float32), loss_count=jnp.zeros((), jnp.int32))
   return graphdef, state
 
 
@@ -104,24 +109,26 @@ def train_step(state: TrainState, data: dict, *, graphdef, family: Family, tx, b
   ema_params = state.ema_params
   if ema_params is not None:
     ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params), loss
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params,
+                       loss_sum=state.loss_sum + loss, loss_count=state.loss_count + 1)
 
 
 def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay: float, mesh,
                      state_sharding):
-  """A compiled `chunk(state, data, num_steps) -> (state, summed loss)` running num_steps steps."""
+  """A compiled `chunk(state, data, num_steps, reset) -> state` running num_steps steps.
+
+  reset: zero the state's loss accumulators first (the previous chunk ended with a log row).
+  """
   step = functools.partial(train_step, graphdef=graphdef, family=family, tx=tx, batch_size=batch_size,
                            ema_decay=ema_decay, batch_sharding=sharding.batch_sharded(mesh))
 
-  def chunk(state, data, num_steps):
-    def body(_, carry):
-      state, loss_sum = carry
-      state, loss = step(state, data)
-      return state, loss_sum + loss
-    return jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
+  def chunk(state, data, num_steps, reset):
+    state = state.replace(loss_sum=jnp.where(reset, 0.0, state.loss_sum),
+                          loss_count=jnp.where(reset, 0, state.loss_count))
+    return jax.lax.fori_loop(0, num_steps, lambda _, st: step(st, data), state)
 
   rep = sharding.replicated(mesh)
-  return jax.jit(chunk, in_shardings=(state_sharding, rep, rep), out_shardings=(state_sharding, rep),
+  return jax.jit(chunk, in_shardings=(state_sharding, rep, rep, rep), out_shardings=state_sharding,
                  donate_argnums=0)
 
 
@@ -218,16 +225,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return min(candidates)
 
   milestone_set = set(int(m) for m in milestones)
-  losses, last_log_step, last_log_time = [], step, time.perf_counter()
+  reset = step % tc.log_every == 0  # a checkpoint at a log step holds the sums of the row already written
+  last_log_step, last_log_time = step, time.perf_counter()
   t_start, step_start = last_log_time, step
   with _Preemption() as preemption:
     while step < num_steps and not preemption.requested:
       n = min(next_boundary(step) - step, tc.steps_per_dispatch)
-      state, loss_sum = chunk(state, data, jnp.int32(n))
+      state = chunk(state, data, jnp.int32(n), jnp.bool_(reset))
       step += n
-      losses.append(loss_sum)
-      if step % tc.log_every == 0 or step == num_steps:
-        loss = float(sum(jax.device_get(losses))) / (step - last_log_step)
+      reset = False
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        loss_sum, loss_count = jax.device_get((state.loss_sum, state.loss_count))
+        loss = float(loss_sum) / max(int(loss_count), 1)
+        reset = True
         now = time.perf_counter()
         rate = (step - last_log_step) / (now - last_log_time)
         writer.write_scalars(step, {'train_loss': loss, 'steps_per_sec': rate,
@@ -236,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         overall = (step - step_start) / (now - t_start)
         logging.info('step %d/%d (%.0f%%)  loss %.5f  %.2f steps/s  ETA %s', step, tc.num_steps,
                      100 * step / tc.num_steps, loss, rate, _format_duration((tc.num_steps - step) / overall))
-        losses, last_log_step, last_log_time = [], step, now
+        last_log_step, last_log_time = step, now
       if step in milestone_set or step % tc.checkpoint_every == 0 or step == num_steps:
         ckpt.save(step, state, config)
     if preemption.requested and step < num_steps:

@@ -1,0 +1,37 @@
+"""Paper 1, figures 2-3: the DDPM U-Net on grayscale 32x32 CelebA (SPEC section 1), exactly.
+
+    python -m jaxdiff.main --config=configs/celeba_unet.py --workdir=workdirs/celeba_n1024 \
+        --config.data.n=1024 --config.model.width=32
+
+W = 32 (4.06M parameters as paper 1 counts them), SGD lr 0.01 momentum 0.95, batch min(n, 512), T = 1000,
+no EMA, 40 log-spaced milestones. Paper 1 trains 1-11 million steps; memorization at n = 1024 appears around
+1.6M steps. Cost: ~4 s per step at batch 128 on a 2-core CPU (GPU/TPU work: see bench/train_throughput.py
+for measured steps/s). Needs CelebA prepared for TFDS in array_record format (see README, "Data").
+"""
+
+from jaxdiff.config import default_config
+
+
+def get_config():
+  c = default_config()
+  c.data.name = 'celeb_a'
+  c.data.n = 1024
+  c.data.n_test = 2048
+  c.data.image_size = 32
+  c.data.grayscale = True
+  c.data.center_crop = True
+  c.data.centering = 'pixel'
+  c.model.width = 32
+  c.model.channel_mult = (1, 2, 4)
+  c.model.attention_resolutions = (16, 8)
+  c.optimizer.name = 'sgd'
+  c.optimizer.learning_rate = 0.01
+  c.optimizer.momentum = 0.95
+  c.train.batch_size = 512
+  c.train.num_steps = 2_000_000
+  c.train.steps_per_dispatch = 100
+  c.train.log_every = 1000
+  c.train.checkpoint_every = 20_000
+  c.train.num_milestones = 40
+  c.diffusion.sample_steps = 100
+  return c
