@@ -35,11 +35,19 @@ def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
-  """Fields (dotted names) whose values differ and that a resume may not change."""
+  """Fields (dotted names) whose values differ and that a resume may not change.
+
+  A field the checkpoint lacks (added to the schema after it was written) counts as its default value, so
+  checkpoints of older versions stay resumable unless the new field was changed from its default.
+  """
+  from jaxdiff.config import default_config  # pylint: disable=g-import-not-at-top
   a, b = _flatten(saved), _flatten(config.to_dict())
+  defaults = _flatten(default_config().to_dict())
   diffs = []
   for key in sorted(set(a) | set(b)):
     if any(key.startswith(p) for p in RESUMABLE_CHANGES):
+      continue
+    if key not in a and key in defaults and defaults[key] == b.get(key):
       continue
     if a.get(key, '<absent>') != b.get(key, '<absent>'):
       diffs.append(f'{key}: checkpoint {a.get(key, "<absent>")!r}, config {b.get(key, "<absent>")!r}')

@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
       sampler='ddim',
       sample_steps=100,
       eta=0.0,
+      clip_denoised=True,  # clip the sampler's x0 estimates to the data range (Ho et al. 2020)
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

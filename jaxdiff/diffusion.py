@@ -82,9 +82,32 @@ def ddim_timesteps(num_steps: int, sample_steps: int) -> jax.Array:
   return jnp.round(jnp.linspace(num_steps - 1, 0, sample_steps)).astype(jnp.int32)
 
 
+Clip = tuple[jax.Array, jax.Array] | None
+
+
+def _denoise(schedule: Schedule, eps_fn: EpsFn, x: jax.Array, t: jax.Array, clip: Clip):
+  """The network's estimates (x0, eps) at step t, with x0 clipped to the data range [lo, hi] if given.
+
+  x0 = (x - sqrt(1 - ab) eps) / sqrt(ab) multiplies the error of eps by 1/sqrt(ab) (~160 at t = T-1 for the
+  linear schedule), so an imperfect network sends the trajectory far outside the data range early on, where it
+  never trained, and it does not come back. Clipping x0 (Ho et al. 2020's `clip_denoised`) and recomputing eps
+  from the clipped x0, so that the pair stays consistent with x, prevents that.
+  """
+  ab = schedule.alpha_bars[t]
+  eps = eps_fn(x, jnp.full((x.shape[0],), t, jnp.float32))
+  x0 = (x - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+  if clip is not None:
+    x0 = jnp.clip(x0, clip[0], clip[1])
+    eps = (x - jnp.sqrt(ab) * x0) / jnp.sqrt(1.0 - ab)
+  return x0, eps
+
+
 def ddim_sample(schedule: Schedule, eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, *,
-                sample_steps: int = 100, eta: float = 0.0) -> jax.Array:
-  """DDIM (Song et al. 2021, eq. 12). eta = 0 is the deterministic sampler of paper 1. x_T: [B, ...]."""
+                sample_steps: int = 100, eta: float = 0.0, clip: Clip = None) -> jax.Array:
+  """DDIM (Song et al. 2021, eq. 12). eta = 0 is the deterministic sampler of paper 1. x_T: [B, ...].
+
+  clip: (lo, hi) bounds of the data (broadcastable to x) for the x0 estimate, or None (paper 1's code).
+  """
   ts = ddim_timesteps(schedule.num_steps, sample_steps)
   ts_prev = jnp.concatenate([ts[1:], jnp.array([-1], jnp.int32)])
 
@@ -92,8 +115,7 @@ def ddim_sample(schedule: Schedule, eps_fn: EpsFn, x_T: jax.Array, key: jax.Arra
     t, t_prev, k = inp
     ab = schedule.alpha_bars[t]
     ab_prev = jnp.where(t_prev >= 0, schedule.alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
-    eps = eps_fn(x, jnp.full((x.shape[0],), t, jnp.float32))
-    x0 = (x - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+    x0, eps = _denoise(schedule, eps_fn, x, t, clip)
     sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
     dir_xt = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
     x = jnp.sqrt(ab_prev) * x0 + dir_xt + sigma * jax.random.normal(k, x.shape, x.dtype)
@@ -104,14 +126,21 @@ def ddim_sample(schedule: Schedule, eps_fn: EpsFn, x_T: jax.Array, key: jax.Arra
   return x
 
 
-def ddpm_sample(schedule: Schedule, eps_fn: EpsFn, x_T: jax.Array, key: jax.Array) -> jax.Array:
-  """Ancestral sampling (Ho et al. 2020, Algorithm 2) with sigma_t^2 = beta_t, over all T steps."""
+def ddpm_sample(schedule: Schedule, eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, *,
+                clip: Clip = None) -> jax.Array:
+  """Ancestral sampling (Ho et al. 2020, Algorithm 2) with sigma_t^2 = beta_t, over all T steps.
+
+  The mean is that of the posterior q(x_{t-1} | x_t, x0) at the estimate x0 (Ho et al. eq. 7), which equals
+  Algorithm 2's (x - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t) when x0 is not clipped.
+  """
   alphas = 1.0 - schedule.betas
 
   def step(x, inp):
     t, k = inp
-    eps = eps_fn(x, jnp.full((x.shape[0],), t, jnp.float32))
-    mean = (x - schedule.betas[t] / jnp.sqrt(1.0 - schedule.alpha_bars[t]) * eps) / jnp.sqrt(alphas[t])
+    x0, _ = _denoise(schedule, eps_fn, x, t, clip)
+    ab, beta = schedule.alpha_bars[t], schedule.betas[t]
+    ab_prev = jnp.where(t > 0, schedule.alpha_bars[jnp.maximum(t - 1, 0)], 1.0)
+    mean = (beta * jnp.sqrt(ab_prev) * x0 + (1.0 - ab_prev) * jnp.sqrt(alphas[t]) * x) / (1.0 - ab)
     noise = jnp.where(t > 0, jnp.sqrt(schedule.betas[t]), 0.0) * jax.random.normal(k, x.shape, x.dtype)
     return mean + noise, None
 
@@ -124,12 +153,12 @@ SAMPLERS = ('ddim', 'ddpm')
 
 
 def sample(schedule: Schedule, eps_fn: EpsFn, shape: tuple[int, ...], key: jax.Array, *,
-           sampler: str = 'ddim', sample_steps: int = 100, eta: float = 0.0) -> jax.Array:
-  """Draw x_T ~ N(0, I) of `shape` and integrate back to x_0 with the named sampler."""
+           sampler: str = 'ddim', sample_steps: int = 100, eta: float = 0.0, clip: Clip = None) -> jax.Array:
+  """Draw x_T ~ N(0, I) of `shape` and integrate back to x_0 with the named sampler (clip: see `_denoise`)."""
   k_init, k_run = jax.random.split(key)
   x_T = jax.random.normal(k_init, shape, jnp.float32)
   if sampler == 'ddim':
-    return ddim_sample(schedule, eps_fn, x_T, k_run, sample_steps=sample_steps, eta=eta)
+    return ddim_sample(schedule, eps_fn, x_T, k_run, sample_steps=sample_steps, eta=eta, clip=clip)
   if sampler == 'ddpm':
-    return ddpm_sample(schedule, eps_fn, x_T, k_run)
+    return ddpm_sample(schedule, eps_fn, x_T, k_run, clip=clip)
   raise ValueError(f'diffusion.sampler must be one of {SAMPLERS}, got {sampler!r}')

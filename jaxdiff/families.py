@@ -28,9 +28,13 @@ class Family(Protocol):
 class DDPM:
   """Epsilon-prediction DDPM with an image network (the U-Net of paper 1)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, data_shape: tuple[int, ...]):
+  def __init__(self, config: ml_collections.ConfigDict, data_shape: tuple[int, ...], data_range=None):
     self.config = config
     self.data_shape = tuple(data_shape)  # [H, W, C]
+    # (lo, hi) broadcastable to [H, W, C]: the sampler clips its x0 estimates to it (diffusion._denoise).
+    self.clip = None
+    if config.diffusion.clip_denoised and data_range is not None:
+      self.clip = tuple(jnp.asarray(v, jnp.float32) for v in data_range)
     df = config.diffusion
     self.schedule = diffusion.linear_schedule(df.num_steps, df.beta_min, df.beta_max)
 
@@ -52,10 +56,11 @@ class DDPM:
     if y is None and self.config.model.num_classes > 0:
       y = jnp.full((num,), self.config.model.num_classes, jnp.int32)  # the unconditional ("null") class
     return diffusion.sample(self.schedule, self._eps_fn(model, y, train=False), (num, *self.data_shape), key,
-                            sampler=df.sampler, sample_steps=df.sample_steps, eta=df.eta)
+                            sampler=df.sampler, sample_steps=df.sample_steps, eta=df.eta, clip=self.clip)
 
 
-def build_family(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> Family:
+def build_family(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], data_range=None) -> Family:
+  """data_range: (lo, hi) of the data values, e.g. `ImageData.value_range`, for samplers that clip."""
   if config.family == 'ddpm':
-    return DDPM(config, data_shape)
+    return DDPM(config, data_shape, data_range)
   raise ValueError(f"config field 'family': unknown model family {config.family!r}")

@@ -190,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config.to_dict(), f, indent=2, default=list)
 
-  family = build_family(config, images.train.shape[1:])
+  family = build_family(config, images.train.shape[1:], images.value_range)
   tx = make_optimizer(config.optimizer)
   graphdef, state = create_train_state(family, tx, config.seed, config.optimizer.ema_decay > 0)
   rep = sharding.replicated(mesh)

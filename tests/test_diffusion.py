@@ -87,3 +87,40 @@ def test_ddim_timesteps_cover_the_chain():
   assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 100 and np.all(np.diff(ts) < 0)
   with pytest.raises(ValueError):
     diffusion.ddim_timesteps(1000, 0)
+
+
+@pytest.mark.parametrize('sampler', ['ddim', 'ddpm'])
+def test_wide_clip_bounds_change_nothing(sampler):
+  """Clipping x0 to bounds the estimate never reaches leaves both samplers' trajectories as they were."""
+  mean, cov = _gaussian()
+  s = diffusion.linear_schedule(200)
+  eps = _exact_eps(s, mean, cov)
+  key = jax.random.PRNGKey(3)
+  free = diffusion.sample(s, eps, (500, 3), key, sampler=sampler, sample_steps=50)
+  wide = diffusion.sample(s, eps, (500, 3), key, sampler=sampler, sample_steps=50, clip=(-1e4, 1e4))
+  np.testing.assert_allclose(free, wide, rtol=1e-4, atol=1e-4)
+
+
+def test_clipping_rescues_a_network_with_bounded_output():
+  """A network's eps has a bounded range (it trained on N(0, 1) targets); where the starting noise exceeds
+  it, DDIM's x0 estimate is off by (|x| - bound) / sqrt(alpha_bar) ~ 160x at t = T-1 and the sample ends far
+  from the data. Clipping x0 to the data range, as the samplers do with `clip`, keeps every sample in range."""
+  s = diffusion.linear_schedule(1000)
+  data = jnp.array([[-0.2], [0.8]])  # two points, like a centred binary pixel
+
+  def eps_fn(x, t):  # the exact eps of the two-point data set, limited to [-2, 2]
+    ab = s.alpha_bars[t.astype(jnp.int32)][:, None]
+    logits = -jnp.square(x[:, None, :] - jnp.sqrt(ab)[:, None] * data[None]).sum(-1) / (2 * (1 - ab))
+    x0 = jax.nn.softmax(logits, axis=1) @ data
+    return jnp.clip((x - jnp.sqrt(ab) * x0) / jnp.sqrt(1 - ab), -2.0, 2.0)
+
+  dist = lambda x: np.abs(np.asarray(x) - np.array([-0.2, 0.8])[None]).min(1)
+  key = jax.random.PRNGKey(0)
+  free = diffusion.sample(s, eps_fn, (4000, 1), key, sampler='ddim', sample_steps=100)
+  assert np.mean(dist(free) > 0.5) > 0.02  # ~4.6% of N(0, 1) starts exceed 2
+  assert np.abs(np.asarray(free)).max() > 10
+  for sampler in ('ddim', 'ddpm'):
+    clipped = np.asarray(diffusion.sample(s, eps_fn, (4000, 1), key, sampler=sampler, sample_steps=100,
+                                          clip=(-0.2, 0.8)))
+    assert np.all(clipped >= -0.2 - 1e-5) and np.all(clipped <= 0.8 + 1e-5)
+    assert np.mean(dist(clipped) < 0.05) > 0.97, sampler

@@ -68,6 +68,12 @@ class ImageData:
   name: str
   num_classes: int
 
+  @property
+  def value_range(self) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi): the values that pixels 0 and 1 map to, each broadcastable to [H, W, C]."""
+    mean = np.asarray(self.mean, np.float32)
+    return -mean, np.float32(self.scale) - mean
+
   def to_pixels(self, x) -> np.ndarray:
     """Inverts the transform: pixels in [0, 1] (clipped), for figures."""
     x = np.asarray(x, np.float32)
