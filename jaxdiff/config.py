@@ -10,10 +10,13 @@ from typing import Any
 
 import ml_collections
 
-FAMILIES = ('ddpm',)
+FAMILIES = ('ddpm', 'random_features')
 MODELS = ('unet',)
 OPTIMIZERS = ('sgd', 'adam')
 CENTERINGS = ('pixel', 'image', 'none')
+RF_ACTIVATIONS = ('tanh', 'relu', 'erf', 'sigmoid', 'linear')  # jaxdiff.models.random_features.ACTIVATIONS
+RF_TRAINERS = ('exact', 'gd', 'adam')
+RF_DATA = ('gaussian', 'images')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -71,7 +74,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=100_000,
       batch_size=512,          # the effective batch is min(data.n, batch_size)
-      steps_per_dispatch=32,   # train steps per compiled call (lax loop)
+      steps_per_dispatch=32,   # train steps between host syncs (one compiled call when loop='device')
+      loop='auto',             # 'device' (lax loop), 'host' (a dispatch per step); 'auto': host on CPU only
       log_every=100,
       checkpoint_every=5000,   # the latest checkpoint; milestone checkpoints are kept as well
       num_milestones=40,       # log-spaced milestones (checkpoints, evaluation)
@@ -80,6 +84,35 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=64,          # samples in the final sample grid
+  ))
+
+  # family 'random_features': the random-features score model of paper 1 (SPEC section 3,
+  # jaxdiff/models/random_features.py, jaxdiff/random_features_run.py). Sizes are ratios to d.
+  c.rf = ml_collections.ConfigDict(dict(
+      d=100,                   # data dimension (images: taken from the data set)
+      psi_p=(64.0,),           # p / d, one model size per value
+      psi_n=(4.0, 8.0, 16.0, 32.0),  # n / d, nested training sets x[:n]
+      t=(0.1,),                # OU diffusion times of the score being learned
+      activation='tanh',
+      data='gaussian',         # 'gaussian': N(0, Sigma); 'images': flattened config.data images
+      sigma_x=1.0,             # Sigma = sigma_x^2 I ...
+      spectrum=(),             # ... or a two-level spectrum (l1, l2) of variances
+      spectrum_fraction=0.5,   # fraction of the d directions with variance l1
+      num_seeds=1,             # independent (W, data, noise) draws, trained side by side (vmap)
+      trainer='exact',         # 'exact' gradient flow, 'gd' or 'adam'
+      learning_rate=0.0,       # gd / adam; 0 = auto (gd: half the stable step; adam: 1e-3)
+      tau_min=0.1,             # evaluation times tau = steps * lr / d^2, log-spaced
+      tau_max=1e6,
+      num_times=200,
+      num_noise_draws=0,       # xi draws per point for U, V; 0 = the exact E_xi (Hermite expansion)
+      hermite_order=8,
+      quadrature_nodes=32,
+      chunk_size=256,          # training points per step of the scan that builds U
+      num_test=2048,           # fresh test points for L_test and E_score
+      tau_mem_threshold=0.0,   # L_gen level that defines tau_mem; 0 = tau_mem_fraction x final L_gen
+      tau_mem_fraction=0.1,
+      heatmap_times=(1e3, 1e4),  # training times of the L_gen heatmap over (psi_n, psi_p)
+      theory_grid=1000,        # lambda points of the theoretical density (spectrum figure)
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -157,7 +190,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(0 <= o.momentum < 1, 'optimizer.momentum', f'must be in [0, 1), got {o.momentum}')
   _require(o.grad_clip >= 0, 'optimizer.grad_clip', f'must be >= 0, got {o.grad_clip}')
   _require(0 <= o.ema_decay < 1, 'optimizer.ema_decay', f'must be in [0, 1), got {o.ema_decay}')
+  _require(t.loop in ('auto', 'device', 'host'), 'train.loop',
+           f"must be 'auto', 'device' or 'host', got {t.loop!r}")
   _require(t.num_milestones >= 0, 'train.num_milestones', f'must be >= 0, got {t.num_milestones}')
+  if config.family == 'random_features':
+    _validate_rf(config.rf)
   mesh_data = config.mesh.data
   _require(mesh_data == -1 or mesh_data > 0, 'mesh.data', f'must be -1 (all devices) or positive, got {mesh_data}')
   if num_devices is not None:
@@ -167,6 +204,38 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _require(batch % n_data == 0, 'train.batch_size',
              f'the effective batch min(data.n={d.n}, train.batch_size={t.batch_size}) = {batch} is not '
              f'divisible by the {n_data} data-parallel devices (mesh.data)')
+
+
+def _validate_rf(r: ml_collections.ConfigDict) -> None:
+  _require(r.d >= 1, 'rf.d', f'must be >= 1, got {r.d}')
+  for field in ('psi_p', 'psi_n', 't', 'heatmap_times'):
+    values = tuple(r[field])
+    _require(len(values) >= 1 and all(isinstance(v, (int, float)) and v > 0 for v in values), f'rf.{field}',
+             f'must be a non-empty tuple of positive numbers, got {values}')
+  _require(r.activation in RF_ACTIVATIONS, 'rf.activation', f'must be one of {RF_ACTIVATIONS}, got {r.activation!r}')
+  _require(r.data in RF_DATA, 'rf.data', f'must be one of {RF_DATA}, got {r.data!r}')
+  _require(r.sigma_x > 0, 'rf.sigma_x', f'must be positive, got {r.sigma_x}')
+  _require(len(r.spectrum) in (0, 2) and all(v > 0 for v in r.spectrum), 'rf.spectrum',
+           f'must be () or two positive variances (l1, l2), got {tuple(r.spectrum)}')
+  _require(0 < r.spectrum_fraction < 1, 'rf.spectrum_fraction', f'must be in (0, 1), got {r.spectrum_fraction}')
+  _require(r.num_seeds >= 1, 'rf.num_seeds', f'must be >= 1, got {r.num_seeds}')
+  _require(r.trainer in RF_TRAINERS, 'rf.trainer', f'must be one of {RF_TRAINERS}, got {r.trainer!r}')
+  _require(r.learning_rate >= 0, 'rf.learning_rate', f'must be >= 0 (0 = auto), got {r.learning_rate}')
+  _require(0 < r.tau_min < r.tau_max, 'rf.tau_min', f'need 0 < tau_min < tau_max, got {r.tau_min}, {r.tau_max}')
+  _require(r.num_times >= 2, 'rf.num_times', f'must be >= 2, got {r.num_times}')
+  _require(r.num_noise_draws >= 0, 'rf.num_noise_draws', f'must be >= 0 (0 = exact), got {r.num_noise_draws}')
+  _require(r.hermite_order >= 1, 'rf.hermite_order', f'must be >= 1, got {r.hermite_order}')
+  _require(r.quadrature_nodes >= 2, 'rf.quadrature_nodes', f'must be >= 2, got {r.quadrature_nodes}')
+  _require(r.chunk_size >= 1, 'rf.chunk_size', f'must be >= 1, got {r.chunk_size}')
+  _require(r.num_test >= 1, 'rf.num_test', f'must be >= 1, got {r.num_test}')
+  _require(r.tau_mem_threshold >= 0, 'rf.tau_mem_threshold', f'must be >= 0, got {r.tau_mem_threshold}')
+  _require(0 < r.tau_mem_fraction < 1, 'rf.tau_mem_fraction', f'must be in (0, 1), got {r.tau_mem_fraction}')
+  _require(r.theory_grid >= 10, 'rf.theory_grid', f'must be >= 10, got {r.theory_grid}')
+  for psi_p in r.psi_p:
+    _require(round(psi_p * r.d) >= 1, 'rf.psi_p', f'psi_p * d = {psi_p} * {r.d} gives no features')
+  for psi_n in r.psi_n:
+    _require(round(psi_n * r.d) >= 1, 'rf.psi_n', f'psi_n * d = {psi_n} * {r.d} gives no training points')
+  _require(len(set(r.psi_n)) == len(tuple(r.psi_n)), 'rf.psi_n', f'must not repeat values, got {tuple(r.psi_n)}')
 
 
 def effective_batch_size(config: ml_collections.ConfigDict) -> int:

@@ -64,6 +64,23 @@ def test_kill_and_resume_equals_uninterrupted_run(cfg, tmp_path):
   assert steps == sorted(set(train.log_spaced_milestones(40, 5).tolist()) | {40})
 
 
+def test_host_and_device_loops_train_alike(cfg, tmp_path):
+  """One compiled step dispatched per step (CPU default) and the lax loop compute the same training.
+
+  SGD, because Adam's first updates are lr * g / |g| and flip sign on gradients at rounding level, so two
+  compilations of the same Adam step differ by ~lr on such parameters."""
+  cfg.train.num_milestones = 0
+  cfg.optimizer.name = 'sgd'
+  cfg.optimizer.learning_rate = 0.05
+  cfg.train.loop = 'host'
+  host = train.train_and_evaluate(cfg, str(tmp_path / 'host'), stop_at_step=16)
+  cfg.train.loop = 'device'
+  device = train.train_and_evaluate(cfg, str(tmp_path / 'device'), stop_at_step=16)
+  for x, y in zip(_params(host), _params(device), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  assert int(host.step) == int(device.step) == 16
+
+
 def test_resume_refuses_a_different_model(cfg, tmp_path):
   train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
   cfg.model.width = 16
