@@ -1,0 +1,223 @@
+"""tau_gen and tau_mem from a run's metric history (SPEC "Definitions"; paper 1, Figs. 2-3).
+
+Milestones are log-spaced in training time, so a crossing between two milestones is interpolated linearly
+in log(time). These are host-side functions of small NumPy arrays (one value per milestone); they run after
+training, on `metrics.jsonl`, and write what goes into `<workdir>/summary.json`.
+
+- tau_gen: the first time the quality metric (FID, KID, SW, ...) is within a relative tolerance of its best
+  value over the run.
+- tau_mem: the first time the lower 95% bootstrap bound of f_mem exceeds a threshold, and separately the
+  first time the loss gap L_test - L_train at fixed diffusion time exceeds a threshold.
+- `fit_power_law`: tau_mem = c n^alpha across runs, with an interval on alpha (paper 1: alpha ~ 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# Defaults, recorded in summary.json next to the timescales they produced.
+F_MEM_THRESHOLD = 0.05      # on the lower bootstrap bound of f_mem
+LOSS_GAP_THRESHOLD = 0.01   # on L_test - L_train at t_OU = 0.01 (per-pixel epsilon MSE units)
+QUALITY_REL_TOL = 0.1       # tau_gen: within 10% of the best quality
+
+
+def _as_curve(times, values, *, log_time: bool) -> tuple[np.ndarray, np.ndarray]:
+  """Validated float64 copies with NaN (and None) values dropped."""
+  t = np.asarray(times, dtype=np.float64)
+  v = np.asarray([np.nan if x is None else x for x in values] if isinstance(values, (list, tuple))
+                 else values, dtype=np.float64)
+  if t.ndim != 1 or v.ndim != 1:
+    raise ValueError(f'times and values must be 1-D, got shapes {t.shape} and {v.shape}')
+  if t.shape != v.shape:
+    raise ValueError(f'times and values must have the same length, got {t.size} and {v.size}')
+  if not np.all(np.isfinite(t)):
+    raise ValueError('times must be finite')
+  if t.size > 1 and not np.all(np.diff(t) > 0):
+    raise ValueError('times must be strictly increasing')
+  if log_time and t.size and t[0] <= 0:
+    raise ValueError(f'times must be > 0 for interpolation in log time, got times[0] = {t[0]}')
+  keep = ~np.isnan(v)
+  return t[keep], v[keep]
+
+
+def first_crossing(times: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray,
+                   threshold: float, *, above: bool = True, log_time: bool = True,
+                   inclusive: bool = False) -> float | None:
+  """First time the curve goes above (or below if above=False) `threshold`.
+
+  Args:
+    times: [M] milestone times, > 0 and strictly increasing.
+    values: [M] the metric at those times; NaN / None entries are skipped.
+    threshold: the level to cross.
+    above: cross upwards (value > threshold) or downwards (value < threshold).
+    log_time: interpolate linearly in log(time) (milestones are log-spaced) rather than in time.
+    inclusive: count value == threshold as crossed (>= / <=).
+
+  Returns:
+    The interpolated crossing time between the two valid milestones that bracket it; the first valid time
+    if the first valid point already satisfies the condition; None if the curve never crosses (or has no
+    valid point).
+  """
+  t, v = _as_curve(times, values, log_time=log_time)
+  threshold = float(threshold)
+  if above:
+    hit = v >= threshold if inclusive else v > threshold
+  else:
+    hit = v <= threshold if inclusive else v < threshold
+  if not hit.any():
+    return None
+  i = int(np.argmax(hit))
+  if i == 0:
+    return float(t[0])
+  v0, v1 = v[i - 1], v[i]
+  # v0 is on the wrong side of the threshold and v1 on the right one, so 0 <= frac <= 1 (v1 may be inf).
+  frac = 0.0 if math.isinf(v1) else float(np.clip((threshold - v0) / (v1 - v0), 0.0, 1.0))
+  if log_time:
+    return float(np.exp(np.log(t[i - 1]) + frac * (np.log(t[i]) - np.log(t[i - 1]))))
+  return float(t[i - 1] + frac * (t[i] - t[i - 1]))
+
+
+def tau_gen(times: Sequence[float] | np.ndarray, quality: Sequence[float] | np.ndarray, *,
+            rel_tol: float = QUALITY_REL_TOL, lower_is_better: bool = True,
+            log_time: bool = True) -> float | None:
+  """First time quality is within `rel_tol` (relative) of its best value, interpolated in log time.
+
+  Lower is better (FID, KID, SW): the level is best + rel_tol |best|; higher is better: best - rel_tol |best|.
+  None if the quality curve has no valid (non-NaN) point.
+  """
+  if rel_tol < 0:
+    raise ValueError(f'rel_tol must be >= 0, got {rel_tol}')
+  _, q = _as_curve(times, quality, log_time=log_time)
+  if q.size == 0:
+    return None
+  best = float(q.min() if lower_is_better else q.max())
+  level = best + rel_tol * abs(best) if lower_is_better else best - rel_tol * abs(best)
+  return first_crossing(times, quality, level, above=not lower_is_better, log_time=log_time,
+                        inclusive=True)
+
+
+def tau_mem(times: Sequence[float] | np.ndarray, *, f_mem_lo: Sequence[float] | np.ndarray | None = None,
+            loss_gap: Sequence[float] | np.ndarray | None = None,
+            f_mem_threshold: float = F_MEM_THRESHOLD, loss_gap_threshold: float = LOSS_GAP_THRESHOLD,
+            log_time: bool = True) -> dict[str, Any]:
+  """The two memorization times (paper 1: f_mem leaves zero; paper 3: the loss gap opens).
+
+  Args:
+    times: [M] milestone times.
+    f_mem_lo: [M] lower 95% bootstrap bound of f_mem (or None to skip).
+    loss_gap: [M] L_test - L_train at fixed diffusion time (or None to skip).
+
+  Returns:
+    {'tau_mem_fmem': first time f_mem_lo > f_mem_threshold (None if never or not given),
+     'tau_mem_loss': first time loss_gap > loss_gap_threshold (None if never or not given),
+     'f_mem_threshold': ..., 'loss_gap_threshold': ...}
+  """
+  out: dict[str, Any] = {'tau_mem_fmem': None, 'tau_mem_loss': None,
+                         'f_mem_threshold': float(f_mem_threshold),
+                         'loss_gap_threshold': float(loss_gap_threshold)}
+  if f_mem_lo is not None:
+    out['tau_mem_fmem'] = first_crossing(times, f_mem_lo, f_mem_threshold, above=True, log_time=log_time)
+  if loss_gap is not None:
+    out['tau_mem_loss'] = first_crossing(times, loss_gap, loss_gap_threshold, above=True, log_time=log_time)
+  return out
+
+
+def _column(rows: Sequence[Mapping[str, Any]], time_key: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+  """(times, values) of the rows that carry `key` (a finite or NaN number), sorted by time, last row of a
+  duplicated time wins, rows at time <= 0 dropped (log time)."""
+  by_time: dict[float, float] = {}
+  for r in rows:
+    if key in r and time_key in r and r[key] is not None and float(r[time_key]) > 0:
+      by_time[float(r[time_key])] = float(r[key])
+  ts = np.array(sorted(by_time), dtype=np.float64)
+  return ts, np.array([by_time[t] for t in ts], dtype=np.float64)
+
+
+def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, time_key: str = 'step',
+              lower_is_better: bool = True, rel_tol: float = QUALITY_REL_TOL,
+              f_mem_key: str = 'f_mem', f_mem_lo_key: str = 'f_mem_lo', f_mem_hi_key: str = 'f_mem_hi',
+              loss_train_key: str = 'loss_train_t', loss_test_key: str = 'loss_test_t',
+              f_mem_threshold: float = F_MEM_THRESHOLD,
+              loss_gap_threshold: float = LOSS_GAP_THRESHOLD) -> dict[str, Any]:
+  """What goes into `<workdir>/summary.json`: tau_gen, both tau_mem, the thresholds and the last milestone.
+
+  Args:
+    history: rows of metrics.jsonl (dicts with `time_key` and any metric keys); rows without a given metric
+      (e.g. training-loss rows) are ignored for that metric. Times <= 0 are dropped (log-time interpolation).
+    quality_key: the quality metric for tau_gen (e.g. 'fid_pixels'); None to skip tau_gen.
+
+  Returns:
+    A JSON-serialisable dict (None for anything not found).
+  """
+  rows = list(history)
+  summary: dict[str, Any] = {'time_key': time_key, 'quality_key': quality_key, 'quality_rel_tol': float(rel_tol),
+                             'quality_lower_is_better': bool(lower_is_better), 'tau_gen': None,
+                             'quality_best': None, 'quality_best_time': None}
+  if quality_key is not None:
+    t, q = _column(rows, time_key, quality_key)
+    finite = ~np.isnan(q)
+    if finite.any():
+      i = int(np.nanargmin(q) if lower_is_better else np.nanargmax(q))
+      summary.update(tau_gen=tau_gen(t, q, rel_tol=rel_tol, lower_is_better=lower_is_better),
+                     quality_best=float(q[i]), quality_best_time=float(t[i]))
+
+  t_lo, lo = _column(rows, time_key, f_mem_lo_key)
+  t_tr, l_tr = _column(rows, time_key, loss_train_key)
+  t_te, l_te = _column(rows, time_key, loss_test_key)
+  t_gap, i_tr, i_te = np.intersect1d(t_tr, t_te, return_indices=True)
+  gap = l_te[i_te] - l_tr[i_tr]
+  mem = tau_mem(t_gap, loss_gap=gap if t_gap.size else None, f_mem_threshold=f_mem_threshold,
+                loss_gap_threshold=loss_gap_threshold)
+  mem['tau_mem_fmem'] = tau_mem(t_lo, f_mem_lo=lo if t_lo.size else None,
+                                f_mem_threshold=f_mem_threshold)['tau_mem_fmem']
+  summary.update(mem)
+
+  # The last evaluated milestone, as reported numbers.
+  final: dict[str, Any] = {}
+  keys = [k for k in (f_mem_key, f_mem_lo_key, f_mem_hi_key, loss_train_key, loss_test_key, quality_key) if k]
+  for k in keys:
+    t, v = _column(rows, time_key, k)
+    if t.size:
+      final[k] = None if np.isnan(v[-1]) else float(v[-1])
+      final[f'{k}_time'] = float(t[-1])
+  summary['final'] = final
+  summary['num_milestones'] = int(max((_column(rows, time_key, k)[0].size for k in keys), default=0))
+  return summary
+
+
+def fit_power_law(n: Sequence[float] | np.ndarray, tau: Sequence[float] | np.ndarray, *,
+                  level: float = 0.95) -> dict[str, float]:
+  """Least-squares fit of log tau = log c + alpha log n, with a Student-t interval on alpha.
+
+  Points with a missing (None / NaN) or non-positive tau are dropped. Needs >= 3 points for an interval
+  (with 2 the interval is infinite).
+
+  Returns:
+    {'c', 'alpha', 'alpha_lo', 'alpha_hi', 'num_points'}.
+  """
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+
+  n = np.asarray(n, dtype=np.float64)
+  tau = np.asarray([np.nan if x is None else x for x in tau], dtype=np.float64)
+  if n.shape != tau.shape or n.ndim != 1:
+    raise ValueError(f'n and tau must be 1-D of the same length, got {n.shape} and {tau.shape}')
+  keep = np.isfinite(tau) & (tau > 0) & (n > 0)
+  x, y = np.log(n[keep]), np.log(tau[keep])
+  m = x.size
+  if m < 2 or np.ptp(x) == 0:
+    raise ValueError(f'fit_power_law needs >= 2 points with distinct n and finite tau > 0, got {m}')
+  xm = x - x.mean()
+  alpha = float((xm * (y - y.mean())).sum() / (xm ** 2).sum())
+  log_c = float(y.mean() - alpha * x.mean())
+  if m > 2:
+    resid = y - (log_c + alpha * x)
+    se = math.sqrt(float((resid ** 2).sum()) / (m - 2) / float((xm ** 2).sum()))
+    half = float(scipy.stats.t.ppf(0.5 + level / 2, m - 2)) * se
+  else:
+    half = math.inf
+  return {'c': math.exp(log_c), 'alpha': alpha, 'alpha_lo': alpha - half, 'alpha_hi': alpha + half,
+          'num_points': int(m)}
