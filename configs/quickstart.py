@@ -28,4 +28,7 @@ def get_config():
   c.train.checkpoint_every = 1000
   c.train.num_milestones = 12
   c.diffusion.sample_steps = 50
+  c.eval.num_samples = 256
+  c.eval.sample_batch_size = 256
+  c.eval.grid_samples = 32
   return c

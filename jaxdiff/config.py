@@ -10,13 +10,16 @@ from typing import Any
 
 import ml_collections
 
-FAMILIES = ('ddpm', 'random_features')
+FAMILIES = ('ddpm', 'random_features', 'gmm')
 MODELS = ('unet',)
 OPTIMIZERS = ('sgd', 'adam')
 CENTERINGS = ('pixel', 'image', 'none')
 RF_ACTIVATIONS = ('tanh', 'relu', 'erf', 'sigmoid', 'linear')  # jaxdiff.models.random_features.ACTIVATIONS
 RF_TRAINERS = ('exact', 'gd', 'adam')
 RF_DATA = ('gaussian', 'images')
+GMM_T_SAMPLING = ('log_uniform', 'uniform')
+GMM_SPACINGS = ('log', 'linear')
+GMM_QUALITY = ('kl', 'sw', 'score_err')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -83,7 +86,23 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
-      num_samples=64,          # samples in the final sample grid
+      enabled=True,            # evaluate at every milestone (train.num_milestones of them, log-spaced)
+      num_samples=1024,        # generated samples per evaluation (paper 1: 10,000)
+      sample_batch_size=512,   # samples generated per compiled call (bounds memory)
+      grid_samples=64,         # samples in samples.png / neighbours.png (the first ones)
+      memorization_k=1 / 3,    # memorized: d1 / d2 < k
+      bootstrap_resamples=1000,
+      nn_chunk_size=32768,     # training images per matrix product of the neighbour search
+      loss_t_ou=0.01,          # OU time of loss_train_t / loss_test_t (step ~40 of 1000)
+      loss_noise_draws=4,      # fixed noise draws averaged per image
+      loss_batch_size=256,
+      features='random_projection',  # quality feature space: 'random_projection', 'pixels', 'inception', ''
+      inception_weights='',    # path of pt_inception-2015-12-05-6726825d.pth ('' = cache / download)
+      num_reference=0,         # test images for quality (0 = all of data.n_test)
+      kid_subset_size=1000,
+      tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
+      f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
+      loss_gap_threshold=0.01,  # ... and where loss_test_t - loss_train_t exceeds this
   ))
 
   # family 'random_features': the random-features score model of paper 1 (SPEC section 3,
@@ -110,9 +129,36 @@ def default_config() -> ml_collections.ConfigDict:
       chunk_size=256,          # training points per step of the scan that builds U
       num_test=2048,           # fresh test points for L_test and E_score
       tau_mem_threshold=0.0,   # L_gen level that defines tau_mem; 0 = tau_mem_fraction x final L_gen
-      tau_mem_fraction=0.1,
+      tau_mem_fraction=0.5,
       heatmap_times=(1e3, 1e4),  # training times of the L_gen heatmap over (psi_n, psi_p)
       theory_grid=1000,        # lambda points of the theoretical density (spectrum figure)
+  ))
+
+  # family 'gmm': the Gaussian-mixture experiment of paper 1's appendix (SPEC section 2; jaxdiff/gmm.py).
+  # Data 1/2 N(mu, I) + 1/2 N(-mu, I), mu = mu_scale * ones(d), residual MLP score model; one member of a
+  # vectorized ensemble (jaxdiff/ensemble.py) per (n, seed). Uses optimizer.*, train.num_steps/batch_size/
+  # log_every/checkpoint_every/num_milestones/loop and eval.num_samples/memorization_k/bootstrap_resamples/
+  # loss_t_ou/loss_noise_draws/tau_gen_rel_tol/f_mem_threshold/loss_gap_threshold.
+  c.gmm = ml_collections.ConfigDict(dict(
+      d=8,
+      mu_scale=1.0,
+      n=(128, 256, 512, 1024, 2048, 4096),  # training-set sizes (member n: the first n points of its seed)
+      num_seeds=1,             # members per n; seed s of config.seed + s
+      width=256,               # residual MLP width W
+      num_blocks=3,
+      conditional=False,       # class-conditional on the component, with classifier-free guidance
+      label_dropout=0.1,       # conditional: probability of the null label in training
+      guidance=0.0,            # conditional: w in eps = (1 + w) eps(x, y) - w eps(x, null)
+      t_min=1e-3,              # OU diffusion times trained and sampled: [t_min, t_max]
+      t_max=5.0,
+      t_sampling='log_uniform',  # training times: 'log_uniform' or 'uniform' on [t_min, t_max]
+      sample_steps=1000,       # Euler-Maruyama steps (eval.num_samples samples per milestone)
+      sample_spacing='log',    # sampler time grid: 'log' (geometric) or 'linear'
+      kl_samples=1000,         # probability-flow samples for KL(generated || true); 0 = no KL
+      kl_steps=200,
+      num_test=2048,           # fresh points for loss_test_t, score_err_t and the sliced Wasserstein
+      quality='kl',            # tau_gen from 'kl', 'sw' or 'score_err' (score_err_t)
+      analysis=True,           # write <workdir>/analysis (jaxdiff.analysis tables and figures) at the end
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -190,11 +236,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(0 <= o.momentum < 1, 'optimizer.momentum', f'must be in [0, 1), got {o.momentum}')
   _require(o.grad_clip >= 0, 'optimizer.grad_clip', f'must be >= 0, got {o.grad_clip}')
   _require(0 <= o.ema_decay < 1, 'optimizer.ema_decay', f'must be in [0, 1), got {o.ema_decay}')
+  e = config.eval
+  for field in ('num_samples', 'sample_batch_size', 'grid_samples', 'bootstrap_resamples', 'nn_chunk_size',
+                'loss_noise_draws', 'loss_batch_size', 'kid_subset_size'):
+    _require(e[field] > 0, f'eval.{field}', f'must be positive, got {e[field]}')
+  _require(0 < e.memorization_k < 1, 'eval.memorization_k', f'must be in (0, 1), got {e.memorization_k}')
+  _require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
+  _require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
+           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
+  _require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
+  _require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')
+  _require(0 <= e.f_mem_threshold < 1, 'eval.f_mem_threshold', f'must be in [0, 1), got {e.f_mem_threshold}')
   _require(t.loop in ('auto', 'device', 'host'), 'train.loop',
            f"must be 'auto', 'device' or 'host', got {t.loop!r}")
   _require(t.num_milestones >= 0, 'train.num_milestones', f'must be >= 0, got {t.num_milestones}')
   if config.family == 'random_features':
     _validate_rf(config.rf)
+  if config.family == 'gmm':
+    _validate_gmm(config.gmm)
   mesh_data = config.mesh.data
   _require(mesh_data == -1 or mesh_data > 0, 'mesh.data', f'must be -1 (all devices) or positive, got {mesh_data}')
   if num_devices is not None:
@@ -236,6 +295,28 @@ def _validate_rf(r: ml_collections.ConfigDict) -> None:
   for psi_n in r.psi_n:
     _require(round(psi_n * r.d) >= 1, 'rf.psi_n', f'psi_n * d = {psi_n} * {r.d} gives no training points')
   _require(len(set(r.psi_n)) == len(tuple(r.psi_n)), 'rf.psi_n', f'must not repeat values, got {tuple(r.psi_n)}')
+
+
+def _validate_gmm(g: ml_collections.ConfigDict) -> None:
+  for field in ('d', 'width', 'num_seeds', 'sample_steps', 'kl_steps', 'num_test'):
+    _require(g[field] >= 1, f'gmm.{field}', f'must be >= 1, got {g[field]}')
+  _require(g.num_blocks >= 0, 'gmm.num_blocks', f'must be >= 0, got {g.num_blocks}')
+  _require(g.mu_scale > 0, 'gmm.mu_scale', f'must be positive, got {g.mu_scale}')
+  ns = tuple(g.n)
+  _require(len(ns) >= 1 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in ns),
+           'gmm.n', f'must be a non-empty tuple of ints >= 2 (training-set sizes), got {ns}')
+  _require(len(set(ns)) == len(ns), 'gmm.n', f'must not repeat values, got {ns}')
+  _require(0 < g.t_min < g.t_max, 'gmm.t_min', f'need 0 < t_min < t_max, got {g.t_min}, {g.t_max}')
+  _require(g.t_sampling in GMM_T_SAMPLING, 'gmm.t_sampling',
+           f'must be one of {GMM_T_SAMPLING}, got {g.t_sampling!r}')
+  _require(g.sample_spacing in GMM_SPACINGS, 'gmm.sample_spacing',
+           f'must be one of {GMM_SPACINGS}, got {g.sample_spacing!r}')
+  _require(g.kl_samples >= 0, 'gmm.kl_samples', f'must be >= 0 (0 = no KL), got {g.kl_samples}')
+  _require(0 <= g.label_dropout < 1, 'gmm.label_dropout', f'must be in [0, 1), got {g.label_dropout}')
+  _require(g.guidance >= 0, 'gmm.guidance', f'must be >= 0, got {g.guidance}')
+  _require(g.quality in GMM_QUALITY, 'gmm.quality', f'must be one of {GMM_QUALITY}, got {g.quality!r}')
+  _require(g.quality != 'kl' or g.kl_samples > 0, 'gmm.quality',
+           "'kl' needs gmm.kl_samples > 0 (or choose 'sw' / 'score_err')")
 
 
 def effective_batch_size(config: ml_collections.ConfigDict) -> int:

@@ -23,6 +23,7 @@ class Family(Protocol):
   def init(self, key: jax.Array) -> nnx.Module: ...
   def loss(self, model: nnx.Module, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array: ...
   def sample(self, model: nnx.Module, key: jax.Array, num: int, y: jax.Array | None = None) -> jax.Array: ...
+  def loss_at(self, model: nnx.Module, x: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array: ...
 
 
 class DDPM:
@@ -50,6 +51,13 @@ class DDPM:
     k_loss, k_drop = jax.random.split(key)
     eps_fn = self._eps_fn(model, batch.get('y'), train=train, key=k_drop)
     return diffusion.ddpm_loss(self.schedule, eps_fn, batch['x'], k_loss)
+
+  def loss_at(self, model, x, t, key):
+    """Per-example eps-MSE at steps t, without dropout (evaluation). x: [B, H, W, C], t: [B] -> [B]."""
+    y = None
+    if self.config.model.num_classes > 0:
+      y = jnp.full((x.shape[0],), self.config.model.num_classes, jnp.int32)
+    return diffusion.eps_loss_at(self.schedule, self._eps_fn(model, y, train=False), x, t, key)
 
   def sample(self, model, key, num: int, y=None):
     df = self.config.diffusion

@@ -40,3 +40,34 @@ def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, titl
   fig.savefig(path, dpi=100, bbox_inches='tight')
   plt.close(fig)
   return path
+
+
+def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np.ndarray,
+                         memorized: np.ndarray, path: str, *, ncol: int = 8, title: str | None = None) -> str:
+  """Generated samples (upper image of each pair) above their nearest training images (lower), with the
+  ratio d1/d2 of each (red: memorized). samples, neighbours: [N, H, W, C] in [0, 1]; ratios, memorized: [N]."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  n = samples.shape[0]
+  ncol = min(ncol, n)
+  nrow = int(math.ceil(n / ncol))
+  fig, axes = plt.subplots(2 * nrow, ncol, figsize=(1.1 * ncol, 2.3 * nrow), squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for i in range(n):
+    r, q = divmod(i, ncol)
+    for row, img in ((2 * r, samples[i]), (2 * r + 1, neighbours[i])):
+      img = np.clip(img, 0, 1)
+      ax = axes[row, q]
+      if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+      else:
+        ax.imshow(img, interpolation='nearest')
+    axes[2 * r, q].set_title(f'{float(ratios[i]):.2f}', fontsize=8, color='red' if memorized[i] else 'black')
+  if title:
+    fig.suptitle(title + '  (top: sample, bottom: nearest training image, title: d1/d2)', fontsize=9)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  return path

@@ -18,6 +18,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and figures.')
 _CACHE = flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/jaxdiff/xla'),
                              "JAX persistent compilation cache directory ('' to disable).")
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          "train: train (resuming if possible) and evaluate at milestones; eval: evaluate the "
+                          "saved checkpoints of --workdir again, into <workdir>/eval (or --eval_dir).")
+_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Output directory of --mode=eval.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -38,7 +42,16 @@ def main(argv):
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.devices())
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if _CONFIG.value.family == 'random_features':
+      from jaxdiff import random_features_run  # pylint: disable=g-import-not-at-top
+      random_features_run.run(_CONFIG.value, _WORKDIR.value)
+    elif _CONFIG.value.family == 'gmm':
+      from jaxdiff import gmm  # pylint: disable=g-import-not-at-top
+      gmm.run(_CONFIG.value, _WORKDIR.value)
+    elif _MODE.value == 'eval':
+      train.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value, _EVAL_DIR.value)
+    else:
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, RuntimeError) as e:  # bad config, data not prepared, mismatched checkpoint
     if not isinstance(e, (ValueError, CheckpointError, DataNotPreparedError)):
       raise

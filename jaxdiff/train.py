@@ -29,10 +29,11 @@ from absl import logging
 from flax import nnx
 
 from jaxdiff import config as config_lib
+from jaxdiff import evaluate as evaluate_lib
 from jaxdiff import sharding
 from jaxdiff.checkpoint import Checkpoints
 from jaxdiff.families import Family, build_family
-from jaxdiff.writers import MetricWriter
+from jaxdiff.writers import MetricWriter, read_metrics
 
 
 @flax.struct.dataclass
@@ -191,10 +192,13 @@ def _format_duration(seconds: float) -> str:
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
-def prepare(config: ml_collections.ConfigDict):
-  """Validate the config, build the mesh, load the data. Fails before any compilation on bad input."""
+def prepare(config: ml_collections.ConfigDict, *, training: bool = True):
+  """Validate the config, build the mesh, load the data. Fails before any compilation on bad input.
+
+  training=False (evaluation only) skips the checks that concern training steps (batch divisibility).
+  """
   from jaxdiff import data as data_lib  # pylint: disable=g-import-not-at-top
-  config_lib.validate(config, num_devices=jax.device_count())
+  config_lib.validate(config, num_devices=jax.device_count() if training else None)
   mesh = sharding.make_mesh(config.mesh)
   images = data_lib.load_images(config.data)
   if config.model.num_classes > 0 and images.num_classes > config.model.num_classes:
@@ -256,6 +260,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return min(candidates)
 
   milestone_set = set(int(m) for m in milestones)
+  evaluator = None
+  if config.eval.enabled and milestone_set:
+    evaluator = evaluate_lib.Evaluator(config, family, graphdef, images, mesh)
   reset = step % tc.log_every == 0  # a checkpoint at a log step holds the sums of the row already written
   last_log_step, last_log_time = step, time.perf_counter()
   t_start, step_start = last_log_time, step
@@ -278,6 +285,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logging.info('step %d/%d (%.0f%%)  loss %.5f  %.2f steps/s  ETA %s', step, tc.num_steps,
                      100 * step / tc.num_steps, loss, rate, _format_duration((tc.num_steps - step) / overall))
         last_log_step, last_log_time = step, now
+      if evaluator is not None and step in milestone_set:
+        # Before the checkpoint: a run stopped in between redoes this evaluation when it resumes.
+        _evaluate_milestone(evaluator, state, step, writer, workdir,
+                            figures=is_primary and step == tc.num_steps)
       if step in milestone_set or step % tc.checkpoint_every == 0 or step == num_steps:
         ckpt.save(step, state, config)
     if preemption.requested and step < num_steps:
@@ -285,11 +296,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.warning('stopped at step %d after SIGTERM; run again to resume', step)
 
   if step == tc.num_steps and is_primary:
-    write_sample_grid(config, workdir, family, graphdef, state, images, mesh)
+    if evaluator is not None:
+      evaluate_lib.write_summary(workdir, read_metrics(workdir), config, evaluator.quality_key)
+    else:
+      write_sample_grid(config, workdir, family, graphdef, state, images, mesh)
   writer.flush()
   writer.close()
   ckpt.close()
   return state
+
+
+def _eval_params(state: TrainState):
+  return state.ema_params if state.ema_params is not None else state.params
+
+
+def _evaluate_milestone(evaluator, state, step: int, writer: MetricWriter, out_dir: str, *, figures: bool):
+  t0 = time.perf_counter()
+  scalars, figs = evaluator.evaluate(_eval_params(state), step)
+  scalars['eval_sec'] = time.perf_counter() - t0
+  writer.write_scalars(step, scalars)
+  q = evaluator.quality_key
+  logging.info('eval at step %d: f_mem %.3f [%.3f, %.3f]  loss_t train %.5f test %s  %s  (%.1f s)', step,
+               scalars['f_mem'], scalars['f_mem_lo'], scalars['f_mem_hi'], scalars['loss_train_t'],
+               f"{scalars['loss_test_t']:.5f}" if 'loss_test_t' in scalars else '-',
+               f'{q} {scalars[q]:.4g}' if q else '', scalars['eval_sec'])
+  if figures:
+    for path in evaluate_lib.write_figures(out_dir, step, figs):
+      logging.info('wrote %s', path)
+
+
+def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None,
+                         steps: list[int] | None = None) -> dict[str, Any]:
+  """Evaluate a run's saved checkpoints without training (`--mode=eval`).
+
+  Writes metrics.jsonl, summary.json and the figures of the last step into `out_dir` (default
+  `<workdir>/eval`), leaving the run's own history untouched. steps: which saved steps (default all).
+  """
+  mesh, images = prepare(config, training=False)
+  out_dir = out_dir or os.path.join(workdir, 'eval')
+  family = build_family(config, images.train.shape[1:], images.value_range)
+  tx = make_optimizer(config.optimizer)
+  graphdef, state = create_train_state(family, tx, config.seed, config.optimizer.ema_decay > 0)
+  rep = sharding.replicated(mesh)
+  state = jax.device_put(state, jax.tree.map(lambda _: rep, state))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  ckpt = Checkpoints(workdir, log_spaced_milestones(config.train.num_steps, config.train.num_milestones),
+                     config.train.keep_milestone_checkpoints)
+  saved = ckpt.all_steps()
+  if not saved:
+    raise ValueError(f'no checkpoints to evaluate in {ckpt.directory}')
+  missing = sorted(set(steps or []) - set(saved))
+  if missing:
+    raise ValueError(f'no checkpoint for steps {missing} in {ckpt.directory}; saved steps: {sorted(saved)}')
+  todo = sorted(steps or saved)
+  evaluator = evaluate_lib.Evaluator(config, family, graphdef, images, mesh)
+  is_primary = jax.process_index() == 0
+  writer = MetricWriter(out_dir, resume_step=-1, is_primary=is_primary)
+  for step in todo:
+    state = ckpt.restore(step, target, config)
+    _evaluate_milestone(evaluator, state, step, writer, out_dir, figures=is_primary and step == todo[-1])
+  writer.close()
+  ckpt.close()
+  summary = {}
+  if is_primary:
+    summary = evaluate_lib.write_summary(out_dir, read_metrics(out_dir), config, evaluator.quality_key)
+  return summary
 
 
 def make_sampler(family: Family, graphdef, num: int, mesh):
@@ -300,12 +371,13 @@ def make_sampler(family: Family, graphdef, num: int, mesh):
 
 
 def write_sample_grid(config, workdir, family, graphdef, state, images, mesh) -> str:
-  params = state.ema_params if state.ema_params is not None else state.params
-  sampler = make_sampler(family, graphdef, config.eval.num_samples, mesh)
+  """samples.png for runs without evaluation (eval.enabled False or no milestones)."""
+  params = _eval_params(state)
+  sampler = make_sampler(family, graphdef, config.eval.grid_samples, mesh)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
   samples = np.asarray(jax.device_get(sampler(params, key)))
   from jaxdiff.figures import save_image_grid  # pylint: disable=g-import-not-at-top
   path = save_image_grid(images.to_pixels(samples), os.path.join(workdir, 'samples.png'),
-                         title=f'{config.eval.num_samples} samples at step {int(state.step)}')
+                         title=f'{config.eval.grid_samples} samples at step {int(state.step)}')
   logging.info('wrote %s', path)
   return path

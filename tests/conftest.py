@@ -35,7 +35,13 @@ def tiny_config(**overrides):
   c.train.log_every = 10
   c.train.checkpoint_every = 20
   c.train.num_milestones = 5
-  c.eval.num_samples = 4
+  c.eval.num_samples = 8
+  c.eval.sample_batch_size = 8
+  c.eval.grid_samples = 4
+  c.eval.bootstrap_resamples = 100
+  c.eval.loss_batch_size = 8
+  c.eval.loss_noise_draws = 2
+  c.eval.kid_subset_size = 8
   for key, value in overrides.items():
     node = c
     *path, last = key.split('.')

@@ -1,0 +1,186 @@
+"""Evaluation at milestones: samples, memorization, losses at a fixed diffusion time, sample quality.
+
+`Evaluator(config, family, graphdef, images, mesh)` compiles everything once; calling it with parameters and
+a step returns the scalars of one metrics.jsonl row (SPEC "Definitions"):
+
+- `f_mem`, `f_mem_lo`, `f_mem_hi`: fraction of generated samples whose nearest/second-nearest training-image
+  distance ratio is below `eval.memorization_k`, with its bootstrap interval (jaxdiff.metrics.memorization);
+- `loss_train_t`, `loss_test_t`: the DDPM loss at OU time `eval.loss_t_ou` on all n training images and on the
+  held-out test set, averaged over `eval.loss_noise_draws` fixed noise draws (the same at every milestone, so
+  L_test - L_train is a smooth curve);
+- quality (`fd`, `kid`, `kid_std`, `sw`) between samples and test images in the feature space
+  `eval.features` ('random_projection' and 'pixels' need no weights; 'inception' is the pytorch-fid network).
+
+Every random draw comes from (config.seed, step), so an evaluation is reproducible and a resumed run writes
+the rows an uninterrupted one would. The host only gathers scalars and the few images of the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from jaxdiff import diffusion, sharding
+from jaxdiff import timescales
+from jaxdiff.metrics import memorization, quality
+
+SUMMARY_FILE = 'summary.json'
+
+
+def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
+  n = x.shape[0]
+  pad = (-n) % multiple
+  if pad:
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+  return x, n
+
+
+class Evaluator:
+  """The compiled evaluation of one run. Call `evaluate(params, step)` at milestones."""
+
+  def __init__(self, config: ml_collections.ConfigDict, family, graphdef, images, mesh):
+    self.config = config
+    self.ec = ec = config.eval
+    self.family = family
+    self.graphdef = graphdef
+    self.images = images
+    self.mesh = mesh
+    self.base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 5)
+    n_dev = mesh.shape[sharding.DATA]
+    rep = sharding.replicated(mesh)
+    self._rep = rep
+    lo, hi = images.value_range
+    self._pix_lo, self._pix_scale = jnp.asarray(lo, jnp.float32), jnp.float32(images.scale)
+
+    # Samples: generated in batches of `sample_batch`, a multiple of the data-parallel devices, sharded.
+    self.num_samples = ec.num_samples
+    batch = min(ec.sample_batch_size or ec.num_samples, ec.num_samples)
+    self.sample_batch = max(n_dev, batch - batch % n_dev)
+    out = sharding.batch_sharded(mesh)
+    self._sample = jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, self.sample_batch),
+                           out_shardings=out)
+
+    # The training set stays on the devices (replicated) for the neighbour search; samples are split.
+    self.train = jax.device_put(jnp.asarray(images.train), rep)
+    mesh_arg = mesh if n_dev > 1 else None
+    self._memorization = jax.jit(lambda s, t, key: memorization.memorization_metrics(
+        s, t, key, k=ec.memorization_k, num_resamples=ec.bootstrap_resamples, mesh=mesh_arg,
+        shard='samples', chunk_size=ec.nn_chunk_size))
+
+    # Losses at a fixed OU time, over fixed chunks of the data and fixed noise keys.
+    self.loss_step = int(diffusion.step_from_ou_time(family.schedule, ec.loss_t_ou))
+    lb = max(n_dev, ec.loss_batch_size - ec.loss_batch_size % n_dev)
+    self._loss_sets = {}
+    for name, x in (('train', images.train), ('test', images.test)):
+      if x.shape[0] == 0:
+        continue
+      padded, n = _pad_to(np.asarray(x, np.float32), lb)
+      chunks = padded.reshape(-1, lb, *x.shape[1:])
+      mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
+      spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.DATA))
+      self._loss_sets[name] = (jax.device_put(chunks, spec), jax.device_put(mask, spec), n)
+    self._loss = jax.jit(self._fixed_time_loss)
+
+    # Quality: reference features of the test images, once.
+    self.extractor = None
+    if ec.features and images.test.shape[0] >= 2:
+      kw = {'weights_path': ec.inception_weights or None} if ec.features == 'inception' else {}
+      self.extractor = jax.jit(quality.feature_extractor(ec.features, **kw))
+      ref = images.to_pixels(images.test[:ec.num_reference] if ec.num_reference else images.test)
+      self.ref_features = self._features(ref)
+
+  # ------------------------------------------------------------------ pieces
+
+  def _features(self, pixels: np.ndarray | jax.Array) -> jax.Array:
+    b = self.ec.sample_batch_size or pixels.shape[0]
+    return jnp.concatenate([self.extractor(jnp.asarray(pixels[i:i + b])) for i in range(0, pixels.shape[0], b)])
+
+  def _fixed_time_loss(self, params, chunks, mask, key):
+    model = nnx.merge(self.graphdef, params)
+    t = jnp.full((chunks.shape[1],), self.loss_step, jnp.int32)
+
+    def one(args):
+      x, m, i = args
+      per_draw = [self.family.loss_at(model, x, t, jax.random.fold_in(jax.random.fold_in(key, i), d))
+                  for d in range(self.ec.loss_noise_draws)]
+      return jnp.sum(jnp.mean(jnp.stack(per_draw), axis=0) * m)
+
+    sums = jax.lax.map(one, (chunks, mask, jnp.arange(chunks.shape[0])))
+    return jnp.sum(sums) / jnp.sum(mask)
+
+  def generate(self, params, key: jax.Array) -> jax.Array:
+    """`eval.num_samples` samples [N, H, W, C] (model space), in batches, sharded over the mesh."""
+    num_batches = math.ceil(self.num_samples / self.sample_batch)
+    out = [self._sample(params, jax.random.fold_in(key, i)) for i in range(num_batches)]
+    return jnp.concatenate(out)[:self.num_samples] if num_batches > 1 else out[0][:self.num_samples]
+
+  def to_pixels(self, x: jax.Array) -> jax.Array:
+    return jnp.clip((x - self._pix_lo) / self._pix_scale, 0.0, 1.0)
+
+  # ------------------------------------------------------------------ the row
+
+  def evaluate(self, params, step: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Scalars of the metrics row at `step`, and arrays for the figures (a few samples and neighbours)."""
+    key = jax.random.fold_in(self.base_key, step)
+    k_sample, k_mem, k_quality = jax.random.split(key, 3)
+    loss_key = jax.random.fold_in(self.base_key, 0)  # the same noise at every milestone
+    samples = self.generate(params, k_sample)
+    mem = self._memorization(samples, self.train, k_mem)
+    scalars: dict[str, Any] = {k: mem[k] for k in ('f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified')}
+    for name, (chunks, mask, _) in self._loss_sets.items():
+      scalars[f'loss_{name}_t'] = self._loss(params, chunks, mask, loss_key)
+    scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
+    if 'loss_test_t' in scalars:
+      scalars['loss_gap_t'] = scalars['loss_test_t'] - scalars['loss_train_t']
+    if self.extractor is not None:
+      q = quality.quality_metrics(self._features(self.to_pixels(samples)), self.ref_features, k_quality,
+                                  kid_subset_size=self.ec.kid_subset_size)
+      scalars.update({f'{k}_{self.ec.features}': v for k, v in q.items()})
+    g = min(self.ec.grid_samples, self.num_samples)
+    figs = jax.device_get({'samples': self.to_pixels(samples[:g]), 'ratio': mem['ratio'][:g],
+                           'index': mem['index'][:g], 'memorized': mem['memorized'][:g]})
+    figs = {k: np.asarray(v) for k, v in figs.items()}
+    figs['neighbours'] = self.images.to_pixels(self.images.train[figs['index']])
+    return scalars, figs
+
+  @property
+  def quality_key(self) -> str | None:
+    return f'fd_{self.ec.features}' if self.extractor is not None else None
+
+
+def write_figures(workdir: str, step: int, figs: dict[str, np.ndarray], *, name_suffix: str = '') -> list[str]:
+  """samples.png (a grid) and neighbours.png (samples above their nearest training images, with d1/d2)."""
+  from jaxdiff import figures  # pylint: disable=g-import-not-at-top
+  paths = [figures.save_image_grid(figs['samples'], os.path.join(workdir, f'samples{name_suffix}.png'),
+                                   title=f"{len(figs['samples'])} samples at step {step}")]
+  paths.append(figures.save_neighbour_pairs(
+      figs['samples'], figs['neighbours'], figs['ratio'], figs['memorized'],
+      os.path.join(workdir, f'neighbours{name_suffix}.png'), title=f'nearest training images at step {step}'))
+  return paths
+
+
+def write_summary(workdir: str, history: list[dict[str, Any]], config: ml_collections.ConfigDict,
+                  quality_key: str | None) -> dict[str, Any]:
+  """tau_gen and tau_mem of the run (jaxdiff.timescales) into `<workdir>/summary.json`."""
+  ec = config.eval
+  summary = timescales.summarize(history, quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
+                                 f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold)
+  summary.update(n=config.data.n, width=config.model.width, seed=config.seed, dataset=config.data.name,
+                 batch_size=config.train.batch_size, learning_rate=config.optimizer.learning_rate)
+  path = os.path.join(workdir, SUMMARY_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, path)
+  logging.info('wrote %s: tau_gen %s, tau_mem (f_mem) %s, tau_mem (loss) %s', path, summary.get('tau_gen'),
+               summary.get('tau_mem_fmem'), summary.get('tau_mem_loss'))
+  return summary

@@ -1,0 +1,124 @@
+"""Evaluation at milestones: rows, figures and summary.json of a run; copies give f_mem = 1, fresh images 0;
+`--mode=eval` on saved checkpoints reproduces the rows written during training."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import run_python, tiny_config
+from jaxdiff import evaluate, sharding, train
+from jaxdiff.families import build_family
+from jaxdiff.writers import read_metrics
+
+EVAL_KEYS = {'f_mem', 'f_mem_lo', 'f_mem_hi', 'loss_train_t', 'loss_test_t', 'fd_random_projection',
+             'kid_random_projection', 'sw_random_projection'}
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """One tiny run with evaluation at its 5 milestones, shared by the tests below."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  cfg = tiny_config(**{'data.cache_dir': str(tmp_path_factory.getbasetemp() / 'data-cache')})
+  train.train_and_evaluate(cfg, workdir)
+  return cfg, workdir
+
+
+def test_run_writes_eval_rows_figures_and_summary(run_dir):
+  cfg, workdir = run_dir
+  rows = [r for r in read_metrics(workdir) if 'f_mem' in r]
+  milestones = train.log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones)
+  assert [r['step'] for r in rows] == list(milestones)
+  for r in rows:
+    assert EVAL_KEYS <= set(r), set(r)
+    assert 0 <= r['f_mem_lo'] <= r['f_mem'] <= r['f_mem_hi'] <= 1
+    assert r['loss_train_t'] > 0 and r['loss_test_t'] > 0
+  # The fixed-time losses use the same noise at every milestone: training lowers the training loss.
+  assert rows[-1]['loss_train_t'] < rows[0]['loss_train_t']
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert summary['quality_key'] == 'fd_random_projection'
+  assert summary['final']['f_mem'] == rows[-1]['f_mem']
+  assert summary['n'] == cfg.data.n and summary['num_milestones'] == len(milestones)
+  for name in ('samples.png', 'neighbours.png'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 1000
+
+
+def test_eval_mode_reproduces_the_training_rows(run_dir, tmp_path):
+  cfg, workdir = run_dir
+  out = str(tmp_path / 'eval')
+  summary = train.evaluate_checkpoints(cfg, workdir, out)
+  during = {r['step']: r for r in read_metrics(workdir) if 'f_mem' in r}
+  after = {r['step']: r for r in read_metrics(out)}
+  assert set(after) == set(during)  # every milestone checkpoint was kept and evaluated
+  for step, r in after.items():
+    for k in EVAL_KEYS:
+      assert r[k] == pytest.approx(during[step][k], rel=1e-5, abs=1e-7), (step, k)
+  assert summary['tau_gen'] == json.load(open(os.path.join(workdir, 'summary.json')))['tau_gen']
+  with pytest.raises(ValueError, match='no checkpoint for steps'):
+    train.evaluate_checkpoints(cfg, workdir, out, steps=[7])
+
+
+class _Replay:
+  """A stand-in family whose 'samples' are given images: tests the evaluator's plumbing and decisions."""
+
+  def __init__(self, family, images):
+    self.family, self.images = family, jnp.asarray(images)
+    self.schedule = family.schedule
+
+  def sample(self, model, key, num, y=None):
+    idx = jax.random.choice(key, self.images.shape[0], (num,), replace=self.images.shape[0] < num)
+    return self.images[idx]
+
+  def loss_at(self, model, x, t, key):
+    return self.family.loss_at(model, x, t, key)
+
+
+@pytest.mark.parametrize('source', ['train', 'test'])
+def test_copies_of_training_images_are_memorized_and_held_out_images_are_not(source, cache_dir):
+  cfg = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 64, 'eval.num_samples': 32,
+                       'eval.sample_batch_size': 16, 'eval.grid_samples': 32})
+  mesh, images = train.prepare(cfg)
+  family = build_family(cfg, images.train.shape[1:], images.value_range)
+  graphdef, state = train.create_train_state(family, train.make_optimizer(cfg.optimizer), 0, False)
+  replay = _Replay(family, images.train if source == 'train' else images.test[32:])
+  ev = evaluate.Evaluator(cfg, replay, graphdef, images, mesh)
+  scalars, figs = ev.evaluate(state.params, 10)
+  # The decisions are those of a float64 brute-force search over the samples the evaluator drew.
+  x = figs['samples'].reshape(32, -1).astype(np.float64)
+  y = images.to_pixels(images.train).reshape(16, -1).astype(np.float64)
+  d = np.sort(np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1)), axis=1)
+  ratio = np.where(d[:, 1] > 0, d[:, 0] / np.maximum(d[:, 1], 1e-300), 0.0)
+  assert scalars['f_mem'] == pytest.approx(np.mean(ratio < 1 / 3))
+  if source == 'train':  # every sample is a copy, and each figure pair shows it beside the image it copies
+    assert scalars['f_mem'] == scalars['f_mem_lo'] == scalars['f_mem_hi'] == 1.0
+    np.testing.assert_allclose(figs['samples'], figs['neighbours'], atol=1e-6)
+  else:  # held-out digits: (almost) none is a near-copy of one of the 16 training digits
+    assert scalars['f_mem'] <= 0.1 and scalars['f_mem_lo'] <= scalars['f_mem'] <= scalars['f_mem_hi']
+
+
+def test_evaluation_is_the_same_on_eight_devices(run_dir):
+  """Samples split over 8 devices, loss chunks sharded: the same row as on one device."""
+  cfg, workdir = run_dir
+  code = f'''
+import json, jax
+from jaxdiff import config as config_lib, train
+from jaxdiff.writers import read_metrics
+import ml_collections
+cfg = ml_collections.ConfigDict(json.load(open({os.path.join(workdir, 'config.json')!r})))
+cfg.model.channel_mult = tuple(cfg.model.channel_mult)
+cfg.model.attention_resolutions = tuple(cfg.model.attention_resolutions)
+assert jax.device_count() == 8
+train.evaluate_checkpoints(cfg, {workdir!r}, {workdir + '/eval8'!r}, steps=[{cfg.train.num_steps}])
+print(json.dumps(read_metrics({workdir + '/eval8'!r})[-1]))
+'''
+  proc = run_python(code, devices=8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  row8 = json.loads(proc.stdout.strip().splitlines()[-1])
+  row1 = [r for r in read_metrics(workdir) if 'f_mem' in r][-1]
+  for k in ('f_mem', 'f_mem_lo', 'f_mem_hi'):
+    assert row8[k] == row1[k], k
+  for k in ('loss_train_t', 'loss_test_t', 'fd_random_projection'):
+    assert row8[k] == pytest.approx(row1[k], rel=1e-3), k
