@@ -1,0 +1,457 @@
+"""Run driver of the 'random_features' family: the sweep of paper 1's random-features model (SPEC section 3).
+
+    python -m jaxdiff.main --config=configs/rf_timescales.py --workdir=DIR
+
+For every model size psi_p, all diffusion times t in the config and `num_seeds` independent (W, data, noise)
+draws are built side by side (`vmap` over (t, seed), that axis sharded over the mesh's 'data' axis), each
+with the nested training sets of every psi_n (one pass over the largest), and trained by the chosen trainer
+(exact gradient flow, gradient descent or Adam) to the log-spaced times tau in [tau_min, tau_max].
+
+Writes to `workdir`:
+- metrics.jsonl: one row per (psi_p, t, psi_n, seed, evaluation time) with tau, loss_train, loss_test,
+  loss_gen, e_score (and `step`: the evaluation index for the exact flow, the step count otherwise);
+- summary.json: tau_mem per psi_n, measured (first crossing of L_gen above its threshold, by
+  `jaxdiff.timescales`, on the seed-averaged curve) and predicted (psi_p / (Delta_t lambda_min)), the fitted
+  exponent of tau_mem against psi_n (`tau_mem_exponent`), the best E_score per psi_n, the coefficients
+  a_t, b_t, v_t^2, s_t^2, and the spectrum check (bulk edges, KS distance) of the first model;
+- spectrum.png (eigenvalues of U of one model against the theoretical density), losses.png (L_train, L_test,
+  L_gen, E_score against tau and against tau / tau_mem predicted: the collapse), phase.png (L_gen over
+  (psi_n, psi_p) at `heatmap_times`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxdiff import config as config_lib
+from jaxdiff import sharding, theory, timescales
+from jaxdiff.models import random_features as rf
+from jaxdiff.writers import MetricWriter
+
+METRICS = ('loss_train', 'loss_test', 'loss_gen', 'e_score')
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _image_data(config: ml_collections.ConfigDict, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+  """Flattened training images [n_max, d] and test images [num_test, d] from `config.data`."""
+  from jaxdiff.data import load_images  # pylint: disable=g-import-not-at-top
+  data_cfg = ml_collections.ConfigDict(config.data.to_dict())
+  data_cfg.n = n_max
+  data_cfg.n_test = config.rf.num_test
+  data = load_images(data_cfg)
+  return data.train.reshape(n_max, -1), data.test.reshape(data.test.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One group of models: fixed psi_p and t, all seeds and psi_n
+
+
+def build_problems(key: jax.Array, *, d: int, p: int, n_list: list[int], t: float, r: ml_collections.ConfigDict,
+                   var_diag: jax.Array | None, x_train: jax.Array | None, x_test: jax.Array | None
+                   ) -> tuple[rf.Problem, jax.Array]:
+  """The problems of one seed for every n in n_list: (Problem [L, ...], W [p, d]).
+
+  Gaussian data (var_diag given) is drawn from the key; image data (x_train, x_test) is shared by all seeds,
+  which then differ by W and the noise.
+  """
+  k_w, k_x, k_noise, k_test, k_xi = jax.random.split(key, 5)
+  w = rf.init_features(k_w, p, d)
+  if var_diag is not None:
+    x_train = rf.sample_gaussian(k_x, n_list[-1], var_diag)
+    x_test = rf.sample_gaussian(k_test, r.num_test, var_diag)
+  xi_test = jax.random.normal(k_xi, x_test.shape, jnp.float32)
+  mom = rf.nested_moments(w, x_train, n_list, t, k_noise, activation=r.activation,
+                          num_noise_draws=r.num_noise_draws, hermite_order=r.hermite_order,
+                          quadrature_nodes=r.quadrature_nodes, chunk=r.chunk_size)
+  return rf.make_problem(mom, w, x_test, xi_test, t, r.activation, var_diag), w
+
+
+def _batch_sharding(mesh, size: int):
+  """Split a leading batch axis over 'data' when it divides evenly, else replicate."""
+  n_dev = mesh.shape[sharding.DATA]
+  return sharding.batch_sharded(mesh) if size % n_dev == 0 else sharding.replicated(mesh)
+
+
+def train_group(key: jax.Array, *, d: int, psi_p: float, ts: list[float], r: ml_collections.ConfigDict, mesh,
+                taus: np.ndarray, var_diag: np.ndarray | None, x_train: np.ndarray | None,
+                x_test: np.ndarray | None) -> list[dict[str, Any]]:
+  """Build and train all models of one psi_p: every t, seed and psi_n side by side.
+
+  The (t, seed) pairs are one `vmap` axis (the shapes only depend on psi_p), sharded over 'data'; each
+  holds the nested training sets of every psi_n. Returns one dict per t: curves [S, L, T] per metric,
+  times [T], the eigenvalues of the first model and lambda_n of every model.
+  """
+  p = max(1, round(psi_p * d))
+  n_list = [max(1, round(x * d)) for x in r.psi_n]
+  order = np.argsort(n_list)
+  n_sorted = [n_list[i] for i in order]
+  if x_train is not None and n_sorted[-1] > x_train.shape[0]:
+    raise ValueError(f"config field 'rf.psi_n': n = {n_sorted[-1]} exceeds the {x_train.shape[0]} training images")
+  s, nt, nl = r.num_seeds, len(ts), len(n_list)
+  keys = jax.random.split(key, nt * s)
+  t_arr = jnp.repeat(jnp.asarray(ts, jnp.float32), s)               # [T S]: t of each (t, seed) pair
+  shard_s = _batch_sharding(mesh, nt * s)
+  build = functools.partial(build_problems, d=d, p=p, n_list=n_sorted, r=r,
+                            var_diag=None if var_diag is None else jnp.asarray(var_diag),
+                            x_train=None if x_train is None else jnp.asarray(x_train),
+                            x_test=None if x_test is None else jnp.asarray(x_test))
+  t0 = time.time()
+  probs, _ = jax.jit(jax.vmap(lambda k, t: build(k, t=t)), out_shardings=shard_s)(
+      jax.device_put(keys, shard_s), jax.device_put(t_arr, shard_s))
+  flat = jax.tree.map(lambda a: a.reshape((nt * s * nl,) + a.shape[2:]), probs)
+  shard_b = _batch_sharding(mesh, nt * s * nl)
+  flat = jax.device_put(flat, shard_b)
+  jax.block_until_ready(flat)
+  logging.info('random features: %d models on %s', nt * s * nl, flat.u.sharding)
+  t_build = time.time() - t0
+  t0 = time.time()
+  if r.trainer == 'exact':
+    eig = jax.jit(rf.eigh64, out_shardings=shard_b)(flat.u)
+    sol = jax.jit(jax.vmap(rf.solve_flow), out_shardings=shard_b)(flat, eig)
+    curves = jax.jit(jax.vmap(rf.flow_losses, (0, None)))(sol, jnp.asarray(taus, jnp.float32))
+    times = np.asarray(taus, np.float64)
+    steps = np.arange(len(taus))
+    lam_all = eig[0]
+  else:
+    lr = r.learning_rate
+    if lr == 0:
+      lr = (float(jnp.min(jax.vmap(rf.stable_learning_rate)(flat))) if r.trainer == 'gd' else 1e-3)
+    steps = rf.steps_for_times(taus, lr, d)
+    logging.info('random features: %s with learning rate %.4g, %d steps to tau = %g', r.trainer, lr,
+                 int(steps[-1]), float(taus[-1]))
+    fn = functools.partial(rf.descent_losses, learning_rate=lr, eval_steps=steps, optimizer=r.trainer)
+    curves = jax.jit(jax.vmap(fn))(flat)
+    times = np.asarray(steps, np.float64) * lr / d ** 2
+    curves.pop('tau')
+    lam_all = jax.jit(rf.eigvalsh64, out_shardings=shard_b)(flat.u)
+  lam_all = np.asarray(lam_all, np.float64).reshape(nt, s * nl, p)     # ascending
+  # The smallest eigenvalue of the memorization bulk of each realized U: the n-th largest (the top d are
+  # rho_2, the next n - d rho_1); none unless d < n < p.
+  n_flat = np.tile(n_sorted, s)
+  inv = np.argsort(order)  # back to the config's order of psi_n
+  curves = {k: np.asarray(v, np.float64).reshape(nt, s, nl, -1)[:, :, inv] for k, v in curves.items()}
+  logging.info('random features psi_p=%g: %d models of p=%d built in %.1fs, trained (%s) in %.1fs',
+               psi_p, nt * s * nl, p, t_build, r.trainer, time.time() - t0)
+  out = []
+  for i, t in enumerate(ts):
+    lam = lam_all[i]
+    lam_n = np.where((n_flat < p) & (n_flat > d), lam[np.arange(lam.shape[0]), np.clip(p - n_flat, 0, p - 1)],
+                     np.nan).reshape(s, nl)[:, inv]
+    out.append({'psi_p': psi_p, 't': float(t), 'p': p, 'n': list(n_list), 'times': times,
+                'steps': np.asarray(steps), 'curves': {k: v[i] for k, v in curves.items()},
+                'lam0': lam[0], 'lam0_psi_n': float(r.psi_n[order[0]]), 'lam_n': lam_n})
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Analysis
+
+
+def _finite(obj: Any) -> Any:
+  """JSON-safe copy: NaN / inf floats become None, NumPy scalars become Python numbers."""
+  if isinstance(obj, dict):
+    return {str(k): _finite(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite(v) for v in obj]
+  if isinstance(obj, (np.floating, float)):
+    return float(obj) if math.isfinite(obj) else None
+  if isinstance(obj, np.integer):
+    return int(obj)
+  return obj
+
+
+def _log_interp(times: np.ndarray, values: np.ndarray, at: float) -> float:
+  if not times[0] <= at <= times[-1]:
+    return math.nan
+  return float(np.interp(math.log(at), np.log(times), values))
+
+
+def spectrum_check(lam: np.ndarray, coef: theory.Coefficients, psi_p: float, psi_n: float, d: int,
+                   grid: np.ndarray, rho: np.ndarray) -> dict[str, Any]:
+  """Compare the eigenvalues lam [p] of one U with the theoretical density rho on grid.
+
+  The empirical bulks are chosen by rank (descending: the top d are rho_2, the next n - d rho_1), the
+  theoretical ones are the support intervals of rho (rho_2: the last; rho_1: the one that overlaps the
+  closed-form edges most). Reports both bulks' edges and the KS distance of each bulk's eigenvalues to rho
+  restricted to its interval.
+  """
+  p = lam.size
+  n = round(psi_n * d)
+  desc = np.sort(lam)[::-1]
+  out: dict[str, Any] = {'point_mass': theory.point_mass(psi_p, psi_n), 's2': coef.s2}
+  intervals = theory.support_intervals(grid, rho, rel_tol=1e-6)
+  bulks = []
+  if intervals:
+    bulks.append(('rho2', intervals[-1], desc[:min(d, p)]))
+  edges = theory.memorization_edges(coef, psi_p, psi_n)
+  if edges is not None and n > d and len(intervals) > 1:
+    overlap = [max(0.0, min(b, edges[1]) - max(a, edges[0])) for a, b in intervals[:-1]]
+    out['rho1_edges_closed_form'] = list(edges)
+    bulks.append(('rho1', intervals[int(np.argmax(overlap))], desc[d:min(n, p)]))
+  for name, (a, b), e in bulks:
+    out[f'{name}_edges_theory'] = [a, b]
+    if e.size:
+      out[f'{name}_edges_empirical'] = [float(e.min()), float(e.max())]
+      out[f'{name}_ks'] = theory.ks_distance(e, grid, rho, a, b)
+  return out
+
+
+def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theory.Coefficients) -> dict[str, Any]:
+  times, curves = g['times'], g['curves']
+  out: dict[str, Any] = {'psi_p': g['psi_p'], 't': g['t'], 'p': g['p'], 'n': g['n'],
+                         'psi_n': [float(x) for x in r.psi_n], 'tau_mem': {}, 'tau_mem_exponent': None}
+  gen = curves['loss_gen'].mean(0)               # [L, T] seed average
+  measured, predicted, spectral = [], [], []
+  for i, psi_n in enumerate(r.psi_n):
+    level = r.tau_mem_threshold if r.tau_mem_threshold > 0 else r.tau_mem_fraction * gen[i, -1]
+    tm = timescales.first_crossing(times, gen[i], level) if level > 0 else None
+    per_seed = [timescales.first_crossing(times, curves['loss_gen'][s, i], level) if level > 0 else None
+                for s in range(curves['loss_gen'].shape[0])]
+    pred = theory.predicted_tau_mem(coef, g['psi_p'], psi_n)
+    with np.errstate(divide='ignore', invalid='ignore'):
+      spec = g['psi_p'] / (coef.delta * g['lam_n'][:, i])
+    spec = float(np.exp(np.mean(np.log(spec)))) if np.all(np.isfinite(spec) & (spec > 0)) else None
+    e_score = curves['e_score'].mean(0)[i]
+    best = int(np.nanargmin(e_score)) if np.isfinite(e_score).any() else None
+    out['tau_mem'][f'{psi_n:g}'] = {
+        'measured': tm, 'measured_per_seed': per_seed, 'threshold': float(level),
+        'predicted': pred if math.isfinite(pred) else None,
+        'predicted_asymptotic': theory.asymptotic_tau_mem(coef, psi_n),
+        'spectral': spec,
+        'best_e_score': None if best is None else float(e_score[best]),
+        'tau_best_e_score': None if best is None else float(times[best]),
+        'final_loss_gen': float(gen[i, -1]),
+    }
+    measured.append(tm)
+    predicted.append(pred if math.isfinite(pred) else None)
+    spectral.append(spec)
+  if len(r.psi_n) >= 2:
+    for name, values in (('tau_mem_exponent', measured), ('tau_mem_exponent_predicted', predicted),
+                         ('tau_mem_exponent_spectral', spectral)):
+      try:
+        fit = timescales.fit_power_law(list(r.psi_n), values)
+        out[name] = fit['alpha']
+        out[name + '_interval'] = [fit['alpha_lo'], fit['alpha_hi']]
+      except ValueError:
+        out[name] = None
+  out['heatmap'] = {f'{tau:g}': [_log_interp(times, gen[i], tau) for i in range(len(r.psi_n))]
+                    for tau in r.heatmap_times}
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _plt():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def spectrum_figure(path: str, lam: np.ndarray, grid: np.ndarray, rho: np.ndarray, coef: theory.Coefficients,
+                    psi_p: float, psi_n: float, d: int) -> str:
+  """Histogram of the eigenvalues of one U against rho, around rho_1 (left) and rho_2 (right).
+
+  The p - n - d smallest eigenvalues (the point mass at s_t^2, spread at finite d) are left out of the
+  histogram and drawn as a line with their theoretical weight.
+  """
+  plt = _plt()
+  p = lam.size
+  n = round(psi_n * d)
+  keep = np.sort(lam)[::-1][:min(p, n + d)]
+  edges = theory.memorization_edges(coef, psi_p, psi_n)
+  intervals = theory.support_intervals(grid, rho, rel_tol=1e-6)
+  windows = []
+  if edges is not None:
+    windows.append((0.0, 1.5 * edges[1], r'memorization bulk $\rho_1$ (and $d$ modes near $s_t^2$)'))
+  if intervals:
+    windows.append((0.5 * intervals[-1][0], 1.3 * intervals[-1][1], r'generalization bulk $\rho_2$'))
+  fig, axes = plt.subplots(1, len(windows), figsize=(5.5 * len(windows), 4), squeeze=False)
+  for ax, (lo, hi, title) in zip(axes[0], windows):
+    e = keep[(keep > lo) & (keep < hi)]
+    bins = np.linspace(lo, hi, int(np.clip(e.size // 4, 10, 60)))
+    counts, _ = np.histogram(e, bins)
+    ax.stairs(counts / p / np.diff(bins), bins, fill=True, alpha=0.4, label=f'eigenvalues of U (d={d})')
+    m = (grid > lo) & (grid < hi)
+    ax.plot(grid[m], rho[m], 'k', lw=1.5, label='theory')
+    if m.any() and rho[m].max() > 0:
+      ax.set_ylim(0, 1.8 * rho[m].max())
+    if lo <= coef.s2 <= hi:
+      ax.axvline(coef.s2, color='C3', ls=':', label=f'point mass {theory.point_mass(psi_p, psi_n):.3f} at $s_t^2$')
+    ax.set_xlabel(r'$\lambda$')
+    ax.set_ylabel(r'$\rho(\lambda)$')
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+  fig.suptitle(rf'spectrum of U: $\psi_p$={psi_p:g}, $\psi_n$={psi_n:g}, t={coef.t:g}', fontsize=11)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def losses_figure(path: str, g: dict[str, Any], r: ml_collections.ConfigDict, coef: theory.Coefficients) -> str:
+  """L_train / L_test, L_gen and E_score against tau (top) and tau / tau_mem predicted (bottom)."""
+  plt = _plt()
+  times, curves = g['times'], g['curves']
+  fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+  for i, psi_n in enumerate(r.psi_n):
+    tm = theory.predicted_tau_mem(coef, g['psi_p'], psi_n)
+    color = f'C{i % 10}'
+    for row, x in enumerate((times, times / tm if math.isfinite(tm) else times * math.nan)):
+      mean = {k: v.mean(0)[i] for k, v in curves.items()}
+      ax = axes[row]
+      ax[0].plot(x, mean['loss_train'], color=color, label=rf'$\psi_n$={psi_n:g} train')
+      ax[0].plot(x, mean['loss_test'], color=color, ls='--', label='test' if i == 0 else None)
+      ax[1].plot(x, np.where(mean['loss_gen'] > 0, mean['loss_gen'], np.nan), color=color,
+                 label=rf'$\psi_n$={psi_n:g}')
+      ax[2].plot(x, mean['e_score'], color=color, label=rf'$\psi_n$={psi_n:g}')
+  positive = {1: np.any(curves['loss_gen'] > 0), 2: np.any(np.isfinite(curves['e_score']))}
+  for row, xlabel in enumerate((r'$\tau$', r'$\tau / \tau_{mem}$ (predicted)')):
+    for j, ylabel in enumerate(('L_train (solid), L_test (dashed)', 'L_gen = L_test - L_train',
+                                'E_score' if positive[2] else 'E_score (unknown score: image data)')):
+      ax = axes[row, j]
+      if not ax.has_data():
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        continue
+      ax.set_xscale('log')
+      if j > 0 and positive[j]:
+        ax.set_yscale('log')
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel(ylabel)
+    axes[row, 0].legend(fontsize=7)
+  fig.suptitle(rf'random features: $\psi_p$={g["psi_p"]:g}, t={g["t"]:g}, d={r.d}, trainer={r.trainer}, '
+               f'{r.num_seeds} seed(s)', fontsize=11)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def phase_figure(path: str, summaries: list[dict[str, Any]], r: ml_collections.ConfigDict, t: float) -> str:
+  """Heatmaps of L_gen over (psi_n, psi_p) at each of `heatmap_times`, for diffusion time t."""
+  plt = _plt()
+  rows = [s for s in summaries if s['t'] == t]
+  psi_p = [s['psi_p'] for s in rows]
+  fig, axes = plt.subplots(1, len(r.heatmap_times), figsize=(5 * len(r.heatmap_times), 4), squeeze=False)
+  for ax, tau in zip(axes[0], r.heatmap_times):
+    z = np.array([s['heatmap'][f'{tau:g}'] for s in rows], np.float64)
+    im = ax.imshow(np.log10(np.clip(z, 1e-6, None)), origin='lower', aspect='auto', cmap='viridis')
+    ax.set_xticks(range(len(r.psi_n)), [f'{x:g}' for x in r.psi_n])
+    ax.set_yticks(range(len(psi_p)), [f'{x:g}' for x in psi_p])
+    ax.set_xlabel(r'$\psi_n = n/d$')
+    ax.set_ylabel(r'$\psi_p = p/d$')
+    ax.set_title(rf'$\log_{{10}}$ L_gen at $\tau$={tau:g}', fontsize=10)
+    fig.colorbar(im, ax=ax)
+  fig.suptitle(f'generalization gap, t={t:g}', fontsize=11)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Train the sweep of `config.rf`, write metrics.jsonl, summary.json and figures; returns the summary."""
+  config_lib.validate(config, num_devices=jax.device_count())
+  r = config.rf
+  mesh = sharding.make_mesh(config.mesh)
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.time()
+  taus = np.geomspace(r.tau_min, r.tau_max, r.num_times)
+  n_max = max(round(x * r.d) for x in r.psi_n)
+  if r.data == 'images':
+    x_train, x_test = _image_data(config, max(round(x * r.d) for x in r.psi_n))
+    d, var_diag = x_train.shape[1], None
+    if d != r.d:
+      raise ValueError(f"config field 'rf.d': the images have d = {d} pixels, set rf.d = {d}")
+    x_train = x_train[:n_max]
+    sigma_eigs = np.clip(np.linalg.eigvalsh(np.cov(x_train, rowvar=False).astype(np.float64)), 0, None)
+  else:
+    d, x_train, x_test = r.d, None, None
+    var_diag = rf.covariance_diagonal(d, r.sigma_x, tuple(r.spectrum), r.spectrum_fraction)
+    sigma_eigs = var_diag.astype(np.float64)
+  data_var = float(sigma_eigs.mean())
+
+  writer = MetricWriter(workdir, resume_step=-1, tensorboard=False)
+  key = jax.random.key(config.seed)
+  groups, summaries, coefs = [], [], []
+  for i, psi_p in enumerate(r.psi_p):
+    per_t = train_group(jax.random.fold_in(key, i), d=d, psi_p=float(psi_p), ts=[float(t) for t in r.t], r=r,
+                        mesh=mesh, taus=taus, var_diag=var_diag, x_train=x_train, x_test=x_test)
+    for g in per_t:
+      psi_p, t = g['psi_p'], g['t']
+      coef = theory.coefficients(r.activation, t, data_var)
+      groups.append(g)
+      coefs.append(coef)
+      summaries.append(summarize_group(g, r, coef))
+      for s in range(r.num_seeds):
+        for li, psi_n in enumerate(r.psi_n):
+          for k, tau in enumerate(g['times']):
+            row = {'tau': float(tau), 'psi_p': float(psi_p), 'psi_n': float(psi_n), 't': float(t), 'seed': s,
+                   'p': g['p'], 'n': g['n'][li]}
+            row.update({m: float(g['curves'][m][s, li, k]) for m in METRICS})
+            writer.write_scalars(int(g['steps'][k]), row)
+  writer.close()
+
+  # The spectrum of the first model (seed 0, smallest psi_n) against the theory.
+  g0, coef0 = groups[0], coefs[0]
+  grid = theory.density_grid(coef0, g0['psi_p'], g0['lam0_psi_n'], r.theory_grid,
+                             sigma_eigs=sigma_eigs, upper=1.2 * float(g0['lam0'].max()))
+  t0 = time.time()
+  rho = theory.spectral_density(grid, coef0, g0['psi_p'], g0['lam0_psi_n'], sigma_eigs=sigma_eigs)
+  t_theory = time.time() - t0
+  check = spectrum_check(g0['lam0'], coef0, g0['psi_p'], g0['lam0_psi_n'], d, grid, rho)
+  check['theory_seconds'] = t_theory
+  figures = {'spectrum': spectrum_figure(os.path.join(workdir, 'spectrum.png'), g0['lam0'], grid, rho, coef0,
+                                         g0['psi_p'], g0['lam0_psi_n'], d)}
+  for g, coef in zip(groups, coefs):
+    name = 'losses.png' if len(groups) == 1 else f'losses_psi_p{g["psi_p"]:g}_t{g["t"]:g}.png'
+    figures[name[:-4]] = losses_figure(os.path.join(workdir, name), g, r, coef)
+  for t in r.t:
+    name = 'phase.png' if len(r.t) == 1 else f'phase_t{t:g}.png'
+    figures[name[:-4]] = phase_figure(os.path.join(workdir, name), summaries, r, float(t))
+
+  first = summaries[0]
+  summary = {
+      'family': 'random_features', 'd': d, 'trainer': r.trainer, 'num_seeds': r.num_seeds,
+      'tau_mem': first['tau_mem'], 'tau_mem_exponent': first.get('tau_mem_exponent'),
+      'tau_mem_exponent_interval': first.get('tau_mem_exponent_interval'),
+      'tau_mem_exponent_predicted': first.get('tau_mem_exponent_predicted'),
+      'tau_mem_exponent_spectral': first.get('tau_mem_exponent_spectral'),
+      'tau_mem_definition': ('first tau where the seed-averaged L_gen = L_test - L_train exceeds '
+                             + (f'{r.tau_mem_threshold:g}' if r.tau_mem_threshold > 0
+                                else f'{r.tau_mem_fraction:g} x its value at tau_max')
+                             + '; predicted: psi_p / (Delta_t lambda_min), lambda_min = s_t^2 + v_t^2 '
+                             '(1 - sqrt(psi_p / psi_n))^2; spectral: psi_p / (Delta_t lambda_n(U)), '
+                             'lambda_n the n-th largest eigenvalue of the realized U (geometric mean over seeds)'),
+      'groups': summaries,
+      'coefficients': [dict(t=c.t, delta=c.delta, a=c.a, b=c.b, v2=c.v2, s2=c.s2, mu0=c.mu0) for c in coefs],
+      'spectrum_check': check,
+      'figures': figures,
+      'seconds': time.time() - t_start,
+  }
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(_finite(summary), f, indent=1)
+  logging.info('random features: tau_mem exponent %s, summary in %s (%.1fs)', summary['tau_mem_exponent'],
+               workdir, summary['seconds'])
+  return summary
