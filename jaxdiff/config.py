@@ -102,7 +102,8 @@ def default_config() -> ml_collections.ConfigDict:
       kid_subset_size=1000,
       tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
-      loss_gap_threshold=0.01,  # ... and where loss_test_t - loss_train_t exceeds this
+      loss_gap_threshold=0.1,  # ... and where (loss_test_t - loss_train_t) / loss_test_t exceeds this
+      loss_gap_relative=True,  # False: the absolute gap loss_test_t - loss_train_t against the threshold
   ))
 
   # family 'random_features': the random-features score model of paper 1 (SPEC section 3,

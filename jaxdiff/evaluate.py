@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jaxdiff import diffusion, sharding
+from jaxdiff import diffusion, distributed, sharding
 from jaxdiff import timescales
 from jaxdiff.metrics import memorization, quality
 
@@ -70,7 +70,7 @@ class Evaluator:
                            out_shardings=out)
 
     # The training set stays on the devices (replicated) for the neighbour search; samples are split.
-    self.train = jax.device_put(jnp.asarray(images.train), rep)
+    self.train = distributed.put(images.train, rep)
     mesh_arg = mesh if n_dev > 1 else None
     self._memorization = jax.jit(lambda s, t, key: memorization.memorization_metrics(
         s, t, key, k=ec.memorization_k, num_resamples=ec.bootstrap_resamples, mesh=mesh_arg,
@@ -87,7 +87,7 @@ class Evaluator:
       chunks = padded.reshape(-1, lb, *x.shape[1:])
       mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
       spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.DATA))
-      self._loss_sets[name] = (jax.device_put(chunks, spec), jax.device_put(mask, spec), n)
+      self._loss_sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec), n)
     self._loss = jax.jit(self._fixed_time_loss)
 
     # Quality: reference features of the test images, once.
@@ -138,15 +138,16 @@ class Evaluator:
     scalars: dict[str, Any] = {k: mem[k] for k in ('f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified')}
     for name, (chunks, mask, _) in self._loss_sets.items():
       scalars[f'loss_{name}_t'] = self._loss(params, chunks, mask, loss_key)
-    scalars = {k: float(v) for k, v in jax.device_get(scalars).items()}
+    scalars = {k: float(v) for k, v in distributed.fetch(scalars).items()}
     if 'loss_test_t' in scalars:
       scalars['loss_gap_t'] = scalars['loss_test_t'] - scalars['loss_train_t']
     if self.extractor is not None:
-      q = quality.quality_metrics(self._features(self.to_pixels(samples)), self.ref_features, k_quality,
+      q = quality.quality_metrics(distributed.fetch(self._features(self.to_pixels(samples))),
+                                  distributed.fetch(self.ref_features), k_quality,
                                   kid_subset_size=self.ec.kid_subset_size)
       scalars.update({f'{k}_{self.ec.features}': v for k, v in q.items()})
     g = min(self.ec.grid_samples, self.num_samples)
-    figs = jax.device_get({'samples': self.to_pixels(samples[:g]), 'ratio': mem['ratio'][:g],
+    figs = distributed.fetch({'samples': self.to_pixels(samples[:g]), 'ratio': mem['ratio'][:g],
                            'index': mem['index'][:g], 'memorized': mem['memorized'][:g]})
     figs = {k: np.asarray(v) for k, v in figs.items()}
     figs['neighbours'] = self.images.to_pixels(self.images.train[figs['index']])
@@ -173,7 +174,8 @@ def write_summary(workdir: str, history: list[dict[str, Any]], config: ml_collec
   """tau_gen and tau_mem of the run (jaxdiff.timescales) into `<workdir>/summary.json`."""
   ec = config.eval
   summary = timescales.summarize(history, quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
-                                 f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold)
+                                 f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold,
+                                 loss_gap_relative=ec.loss_gap_relative)
   summary.update(n=config.data.n, width=config.model.width, seed=config.seed, dataset=config.data.name,
                  batch_size=config.train.batch_size, learning_rate=config.optimizer.learning_rate)
   path = os.path.join(workdir, SUMMARY_FILE)

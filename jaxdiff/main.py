@@ -10,7 +10,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdiff import train, writers
+from jaxdiff import distributed, train, writers
 from jaxdiff.checkpoint import CheckpointError
 from jaxdiff.data import DataNotPreparedError
 
@@ -21,6 +21,11 @@ _CACHE = flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/j
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           "train: train (resuming if possible) and evaluate at milestones; eval: evaluate the "
                           "saved checkpoints of --workdir again, into <workdir>/eval (or --eval_dir).")
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, to start jax.distributed explicitly (e.g. several '
+                                   'local processes); TPU VM pods, SLURM and MPI are detected without it.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
 _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Output directory of --mode=eval.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -37,6 +42,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   writers.hide_accelerators_from_tensorflow()
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),

@@ -142,7 +142,7 @@ def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, 
               f_mem_key: str = 'f_mem', f_mem_lo_key: str = 'f_mem_lo', f_mem_hi_key: str = 'f_mem_hi',
               loss_train_key: str = 'loss_train_t', loss_test_key: str = 'loss_test_t',
               f_mem_threshold: float = F_MEM_THRESHOLD,
-              loss_gap_threshold: float = LOSS_GAP_THRESHOLD) -> dict[str, Any]:
+              loss_gap_threshold: float = LOSS_GAP_THRESHOLD, loss_gap_relative: bool = False) -> dict[str, Any]:
   """What goes into `<workdir>/summary.json`: tau_gen, both tau_mem, the thresholds and the last milestone.
 
   Args:
@@ -170,11 +170,14 @@ def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, 
   t_te, l_te = _column(rows, time_key, loss_test_key)
   t_gap, i_tr, i_te = np.intersect1d(t_tr, t_te, return_indices=True)
   gap = l_te[i_te] - l_tr[i_tr]
+  if loss_gap_relative:  # (L_test - L_train) / L_test: free of the loss scale and of a small initial offset
+    gap = gap / np.where(l_te[i_te] != 0, l_te[i_te], np.nan)
   mem = tau_mem(t_gap, loss_gap=gap if t_gap.size else None, f_mem_threshold=f_mem_threshold,
                 loss_gap_threshold=loss_gap_threshold)
   mem['tau_mem_fmem'] = tau_mem(t_lo, f_mem_lo=lo if t_lo.size else None,
                                 f_mem_threshold=f_mem_threshold)['tau_mem_fmem']
   summary.update(mem)
+  summary['loss_gap_relative'] = bool(loss_gap_relative)
 
   # The last evaluated milestone, as reported numbers.
   final: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from absl import logging
 from flax import nnx
 
 from jaxdiff import config as config_lib
+from jaxdiff import distributed
 from jaxdiff import evaluate as evaluate_lib
 from jaxdiff import sharding
 from jaxdiff.checkpoint import Checkpoints
@@ -229,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   graphdef, state = create_train_state(family, tx, config.seed, config.optimizer.ema_decay > 0)
   rep = sharding.replicated(mesh)
   state_sharding = jax.tree.map(lambda _: rep, state)
-  state = jax.device_put(state, state_sharding)
+  state = distributed.put(state, state_sharding)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('model: %s, %.3fM parameters; data: %s n=%d %s; mesh %s; batch %d',
                config.model.name, n_params / 1e6, images.name, images.train.shape[0],
@@ -246,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir, resume_step=step, is_primary=is_primary)
 
   data = {'x': jnp.asarray(images.train), 'y': jnp.asarray(images.train_labels, jnp.int32)}
-  data = jax.device_put(data, rep)
+  data = distributed.put(data, rep)
   chunk = make_train_chunk(graphdef, family, tx, batch_size=batch_size,
                            ema_decay=config.optimizer.ema_decay, mesh=mesh, state_sharding=state_sharding,
                            loop=tc.loop)
@@ -273,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       step += n
       reset = False
       if step % tc.log_every == 0 or step == tc.num_steps:
-        loss_sum, loss_count = jax.device_get((state.loss_sum, state.loss_count))
+        loss_sum, loss_count = distributed.fetch((state.loss_sum, state.loss_count))
         loss = float(loss_sum) / max(int(loss_count), 1)
         reset = True
         now = time.perf_counter()
@@ -338,7 +339,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str, out_di
   tx = make_optimizer(config.optimizer)
   graphdef, state = create_train_state(family, tx, config.seed, config.optimizer.ema_decay > 0)
   rep = sharding.replicated(mesh)
-  state = jax.device_put(state, jax.tree.map(lambda _: rep, state))
+  state = distributed.put(state, jax.tree.map(lambda _: rep, state))
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   ckpt = Checkpoints(workdir, log_spaced_milestones(config.train.num_steps, config.train.num_milestones),
                      config.train.keep_milestone_checkpoints)
@@ -375,7 +376,7 @@ def write_sample_grid(config, workdir, family, graphdef, state, images, mesh) ->
   params = _eval_params(state)
   sampler = make_sampler(family, graphdef, config.eval.grid_samples, mesh)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
-  samples = np.asarray(jax.device_get(sampler(params, key)))
+  samples = distributed.fetch(sampler(params, key))
   from jaxdiff.figures import save_image_grid  # pylint: disable=g-import-not-at-top
   path = save_image_grid(images.to_pixels(samples), os.path.join(workdir, 'samples.png'),
                          title=f'{config.eval.grid_samples} samples at step {int(state.step)}')

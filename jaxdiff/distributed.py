@@ -1,0 +1,78 @@
+"""Many hosts: starting `jax.distributed` and moving host data onto a mesh that spans processes.
+
+Every process runs the same program (SPMD). `initialize` connects them when asked explicitly (coordinator
+flags, e.g. two local processes over CPU collectives) or when the environment describes a cluster that
+`jax.distributed.initialize()` detects by itself (Cloud TPU VM pods, SLURM, Open MPI). On one machine with
+neither, it does nothing. Arrays cross from host to a global mesh with `put` (each process supplies the
+shards its own devices hold) and come back with `fetch` (gathered from all processes), so the same code
+runs on one device, on 8 fake CPU devices and on a multi-host pod.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+# Environment variables whose presence means "several processes were launched for this job".
+_CLUSTER_ENV = ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
+
+
+def _multi_worker_env() -> bool:
+  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if hosts:
+    return ',' in hosts
+  if 'SLURM_NTASKS' in os.environ:
+    return int(os.environ['SLURM_NTASKS']) > 1
+  if 'OMPI_COMM_WORLD_SIZE' in os.environ:
+    return int(os.environ['OMPI_COMM_WORLD_SIZE']) > 1
+  return 'MEGASCALE_COORDINATOR_ADDRESS' in os.environ
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> bool:
+  """Start `jax.distributed` if asked (arguments) or if the environment is a multi-worker job.
+
+  Returns whether it was started. Must run before anything touches a device.
+  """
+  explicit = coordinator_address is not None
+  if explicit and (num_processes is None or process_id is None):
+    raise ValueError('--coordinator_address needs --num_processes and --process_id as well')
+  if explicit:
+    if not 0 <= process_id < num_processes:
+      raise ValueError(f'--process_id must be in [0, {num_processes}), got {process_id}')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif _multi_worker_env():
+    jax.distributed.initialize()  # cluster auto-detection (TPU VM metadata, SLURM, MPI)
+  else:
+    return False
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
+
+def put(x: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Place host values (every process holds the same full value) on a possibly multi-process sharding.
+
+  Each process builds only the shards of its own devices, so nothing needs to be addressable everywhere.
+  Works on pytrees of numpy or jax arrays.
+  """
+  def one(leaf, s):
+    leaf = np.asarray(leaf)
+    return jax.make_array_from_callback(leaf.shape, s, lambda idx: leaf[idx])
+  if isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda leaf: one(leaf, sharding), x)
+  return jax.tree.map(one, x, sharding)
+
+
+def fetch(x: Any) -> Any:
+  """Host numpy copies of (possibly multi-process) arrays: gathered from every process when needed."""
+  def one(a):
+    if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+      return np.asarray(a)
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return jax.tree.map(one, x)
