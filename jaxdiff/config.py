@@ -158,7 +158,7 @@ def default_config() -> ml_collections.ConfigDict:
       kl_samples=1000,         # probability-flow samples for KL(generated || true); 0 = no KL
       kl_steps=200,
       num_test=2048,           # fresh points for loss_test_t, score_err_t and the sliced Wasserstein
-      quality='kl',            # tau_gen from 'kl', 'sw' or 'score_err' (score_err_t)
+      quality='kl',            # tau_gen from 'kl', 'sw' or 'score_err' (population score-matching error)
       analysis=True,           # write <workdir>/analysis (jaxdiff.analysis tables and figures) at the end
   ))
 

@@ -1,0 +1,213 @@
+"""Scaling fits across runs, the (n, p) phase diagram and paper 3's normalized step.
+
+- `fit_scaling`: log y = log c + sum_j alpha_j log x_j by least squares (tau_mem against n, against n and the
+  width W, tau_gen against W, ...), with percentile-bootstrap intervals on the exponents (runs resampled with
+  replacement) next to the Student-t interval of `jaxdiff.timescales.fit_power_law`. Paper 1: tau_mem ~ n/W,
+  tau_gen ~ 1/W and independent of n.
+- `phase_diagram`: for each model size p, the smallest n whose run has not memorized (f_mem still 0: the
+  time is below tau_mem) at tau in {tau_gen, 3 tau_gen, 8 tau_gen} (paper 1, Fig. 4 / SPEC section 1).
+- `normalized_step`: T = tau (N_min / N)(B / B_min)(lr / lr_min) (paper 3; the references default to the
+  smallest n, batch and learning rate among the runs analysed, paper 3 uses 2048, 16, 1e-5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxdiff import timescales
+
+PHASE_MULTIPLES = (1.0, 3.0, 8.0)
+
+
+def _log_design(columns: Sequence[np.ndarray]) -> np.ndarray:
+  return np.column_stack([np.ones_like(columns[0])] + [np.log(c) for c in columns])
+
+
+def _lstsq(design: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+  if np.linalg.matrix_rank(design) < design.shape[1]:
+    return None
+  return np.linalg.lstsq(design, y, rcond=None)[0]
+
+
+def fit_scaling(x: Mapping[str, Sequence[float]], y: Sequence[float | None], *, num_bootstrap: int = 2000,
+                level: float = 0.95, seed: int = 0, t_interval: bool = True) -> dict[str, Any]:
+  """Fit y = c prod_j x_j^alpha_j in log-log space, with bootstrap intervals on the alphas.
+
+  Args:
+    x: {name: [R] positive values} (e.g. {'n': ..., 'width': ...}); one exponent per name.
+    y: [R] positive values (None / NaN / <= 0 are dropped with their x).
+    num_bootstrap: resamples of the R points (with replacement); degenerate resamples (a rank-deficient
+      design, e.g. a single distinct n) are redrawn. The interval is the percentile interval at `level`.
+  Returns:
+    {'c', 'num_points', 'residual_std', and per name: f'{name}' the exponent, f'{name}_lo', f'{name}_hi' the
+     bootstrap interval, plus for a single regressor and t_interval f'{name}_lo_t', f'{name}_hi_t'
+     (Student-t, `timescales.fit_power_law`; imports scipy)}.
+  Raises:
+    ValueError if fewer points than parameters + 1 or a regressor has a single distinct value.
+  """
+  names = list(x)
+  if not names:
+    raise ValueError('fit_scaling needs at least one regressor')
+  yy = np.asarray([np.nan if v is None else v for v in y], np.float64)
+  cols = [np.asarray([np.nan if v is None else v for v in x[k]], np.float64) for k in names]
+  for k, c in zip(names, cols):
+    if c.shape != yy.shape:
+      raise ValueError(f'regressor {k!r} has {c.size} values but y has {yy.size}')
+  keep = np.isfinite(yy) & (yy > 0)
+  for c in cols:
+    keep &= np.isfinite(c) & (c > 0)
+  yy, cols = yy[keep], [c[keep] for c in cols]
+  m = yy.size
+  for k, c in zip(names, cols):
+    if np.unique(c).size < 2:
+      raise ValueError(f'fit_scaling: regressor {k!r} needs >= 2 distinct values among the {m} usable points')
+  if m < len(names) + 2:
+    raise ValueError(f'fit_scaling: {m} usable points are too few for {len(names)} exponents and an interval')
+  design, target = _log_design(cols), np.log(yy)
+  coef = _lstsq(design, target)
+  if coef is None:
+    raise ValueError(f'fit_scaling: the regressors {names} are collinear in log space')
+  resid = target - design @ coef
+  out: dict[str, Any] = {'c': float(math.exp(coef[0])), 'num_points': int(m),
+                         'residual_std': float(np.sqrt(resid @ resid / max(m - design.shape[1], 1)))}
+  rng = np.random.default_rng(seed)
+  boots, tries = [], 0
+  while len(boots) < num_bootstrap and tries < 20 * num_bootstrap:
+    tries += 1
+    idx = rng.integers(0, m, m)
+    b = _lstsq(design[idx], target[idx])
+    if b is not None:
+      boots.append(b[1:])
+  boots = np.asarray(boots)
+  alpha = (1 - level) / 2
+  for j, k in enumerate(names):
+    out[k] = float(coef[j + 1])
+    if len(boots) >= 10:
+      lo, hi = np.quantile(boots[:, j], [alpha, 1 - alpha])
+      out[f'{k}_lo'], out[f'{k}_hi'] = float(lo), float(hi)
+    else:
+      out[f'{k}_lo'], out[f'{k}_hi'] = -math.inf, math.inf
+  if len(names) == 1 and t_interval:
+    t = timescales.fit_power_law(cols[0], yy, level=level)
+    out[f'{names[0]}_lo_t'], out[f'{names[0]}_hi_t'] = t['alpha_lo'], t['alpha_hi']
+  out['num_bootstrap'] = int(len(boots))
+  return out
+
+
+def group_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
+  """Rows grouped by the values of `keys` (missing values count as None)."""
+  groups: dict[tuple, list[Mapping[str, Any]]] = {}
+  for r in rows:
+    groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+  return groups
+
+
+# The hyperparameters that must be equal within a fit of tau against n (or n and width).
+FIT_GROUP_KEYS = ('family', 'dataset', 'optimizer', 'learning_rate', 'batch_size', 'conditional')
+
+
+def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> list[dict[str, Any]]:
+  """The standard fits over a run table (`runs.run_table`), each where the data allow it:
+
+  - tau_mem_fmem and tau_mem_loss against n, per width (and per `FIT_GROUP_KEYS`, except batch_size, which
+    is min(n, B) and varies with n in a full-batch sweep);
+  - the same jointly against n and width, where several widths exist;
+  - tau_gen against width (per n-independent group) and against n.
+  Returns one dict per fit: {'y', 'x', 'group', fit_scaling's keys} (failures are skipped).
+  """
+  keys = [k for k in FIT_GROUP_KEYS if k != 'batch_size']
+  fits = []
+
+  def add(y_key, x_keys, group_keys, group, subset):
+    try:
+      f = fit_scaling({k: [r.get(k) for r in subset] for k in x_keys}, [r.get(y_key) for r in subset],
+                      num_bootstrap=num_bootstrap, level=level, seed=seed)
+    except ValueError:
+      return
+    fits.append({'y': y_key, 'x': '+'.join(x_keys), 'group': dict(zip(group_keys, group)), **f})
+
+  for y_key in ('tau_mem_fmem', 'tau_mem_loss'):
+    for group, subset in group_rows(rows, keys + ['width']).items():
+      add(y_key, ['n'], keys + ['width'], group, subset)
+    for group, subset in group_rows(rows, keys).items():
+      if len({r.get('width') for r in subset}) > 1:
+        add(y_key, ['n', 'width'], keys, group, subset)
+  for group, subset in group_rows(rows, keys).items():
+    if len({r.get('width') for r in subset}) > 1:
+      add('tau_gen', ['width'], keys, group, subset)
+  for group, subset in group_rows(rows, keys + ['width']).items():
+    add('tau_gen', ['n'], keys + ['width'], group, subset)
+  return fits
+
+
+def normalization_reference(infos: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """N_min, B_min, lr_min over the runs (paper 3's normalisation constants; ignores missing values)."""
+  def smallest(key):
+    vals = [float(i[key]) for i in infos if i.get(key) is not None and float(i[key]) > 0]
+    return min(vals) if vals else None
+  return {'n': smallest('n'), 'batch_size': smallest('batch_size'), 'learning_rate': smallest('learning_rate')}
+
+
+def normalized_step(tau: float | None, info: Mapping[str, Any], reference: Mapping[str, float | None]) -> float | None:
+  """Paper 3's T = tau (N_min / N)(B / B_min)(lr / lr_min); a factor whose values are missing is left out."""
+  if tau is None:
+    return None
+  factor = 1.0
+  n, b, lr = info.get('n'), info.get('batch_size'), info.get('learning_rate')
+  if n and reference.get('n'):
+    factor *= reference['n'] / n
+  if b and reference.get('batch_size'):
+    factor *= b / reference['batch_size']
+  if lr and reference.get('learning_rate'):
+    factor *= lr / reference['learning_rate']
+  return float(tau) * factor
+
+
+def phase_diagram(rows: Sequence[Mapping[str, Any]], *, multiples: Sequence[float] = PHASE_MULTIPLES,
+                  size_key: str = 'num_params') -> list[dict[str, Any]]:
+  """Smallest n that has not memorized at tau = k tau_gen, per model size p and multiple k.
+
+  Within a group of runs of one size (`size_key`, falling back to 'width' when a run lacks it; the other
+  hyperparameters of `FIT_GROUP_KEYS` except the batch equal), tau_gen is the median of the runs' tau_gen
+  (paper 1: independent of n). A run has memorized at tau when tau_mem_fmem <= tau; it has not when
+  tau_mem_fmem is None or > tau and the run reached tau; otherwise it is unknown.
+
+  Returns rows {'p', 'width', 'multiple', 'tau', 'n_star' (None if every known run memorized), 'points':
+  [(n, memorized bool or None)], and the group's hyperparameters}.
+  """
+  keys = [k for k in FIT_GROUP_KEYS if k != 'batch_size']
+  out = []
+  sized = [dict(r, _p=r.get(size_key) if r.get(size_key) is not None else r.get('width')) for r in rows]
+  for group, subset in group_rows(sized, keys + ['_p']).items():
+    gens = [r['tau_gen'] for r in subset if r.get('tau_gen') is not None]
+    if not gens:
+      continue
+    tau_gen = float(np.median(gens))
+    for k in multiples:
+      tau = k * tau_gen
+      points = []
+      for r in sorted(subset, key=lambda r: (r.get('n') or 0)):
+        tm, last = r.get('tau_mem_fmem'), r.get('last_step')
+        if tm is not None and tm <= tau:
+          mem = True
+        elif last is not None and last >= tau:
+          mem = False
+        else:
+          mem = None
+        points.append((r.get('n'), mem))
+      clean = [n for n, mem in points if mem is False]
+      # The smallest n from which on every known run is clean (memorization stops above n*).
+      n_star = None
+      for i, (n, mem) in enumerate(points):
+        if mem is False and all(m2 is not True for _, m2 in points[i:]):
+          n_star = n
+          break
+      out.append({'p': group[-1], 'width': subset[0].get('width'), 'multiple': float(k), 'tau': tau,
+                  'tau_gen': tau_gen, 'n_star': n_star, 'num_clean': len(clean), 'points': points,
+                  **dict(zip(keys, group[:-1]))})
+  return out

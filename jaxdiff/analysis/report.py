@@ -1,0 +1,132 @@
+"""`report`: everything the analysis produces for a set of runs, written to one directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jaxdiff.analysis import fits as fits_lib
+from jaxdiff.analysis import plots
+from jaxdiff.analysis.runs import load_runs, run_table
+
+RUN_COLUMNS = ('run', 'family', 'n', 'width', 'num_params', 'batch_size', 'learning_rate', 'optimizer', 'seed',
+               'tau_gen', 'tau_mem_fmem', 'tau_mem_loss', 'T_gen', 'T_mem_fmem', 'T_mem_loss', 'quality_key',
+               'quality_best', 'f_mem_final', 'last_step', 'finished')
+
+
+def _fmt(v: Any) -> str:
+  if v is None:
+    return ''
+  if isinstance(v, bool):
+    return str(v)
+  if isinstance(v, float):
+    if not math.isfinite(v):
+      return str(v)
+    return f'{v:.4g}'
+  if isinstance(v, dict):
+    return ', '.join(f'{k}={_fmt(x)}' for k, x in v.items() if x is not None)
+  return str(v)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str, columns: Sequence[str] | None = None) -> str:
+  columns = list(columns or (sorted(set().union(*(r.keys() for r in rows))) if rows else []))
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(columns)
+    for r in rows:
+      w.writerow(['' if r.get(c) is None else (_fmt(r[c]) if isinstance(r.get(c), dict) else r[c])
+                  for c in columns])
+  return path
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+  for r in rows:
+    lines.append('| ' + ' | '.join(_fmt(r.get(c)) for c in columns) + ' |')
+  return '\n'.join(lines)
+
+
+def write_markdown(text: str, path: str) -> str:
+  with open(path, 'w') as f:
+    f.write(text + '\n')
+  return path
+
+
+def _fit_rows(fits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """One row per (fit, exponent): y, x, group, exponent, bootstrap interval, t interval, c, points."""
+  out = []
+  for f in fits:
+    for x in f['x'].split('+'):
+      out.append({'y': f['y'], 'regressor': x, 'fit': f['x'], 'group': _fmt(f['group']), 'exponent': f[x],
+                  'lo': f[f'{x}_lo'], 'hi': f[f'{x}_hi'], 'lo_t': f.get(f'{x}_lo_t'), 'hi_t': f.get(f'{x}_hi_t'),
+                  'c': f['c'], 'num_points': f['num_points'], 'residual_std': f['residual_std']})
+  return out
+
+
+def _finite(obj: Any) -> Any:
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: _finite(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite(v) for v in obj]
+  return obj
+
+
+def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None, num_bootstrap: int = 2000,
+           level: float = 0.95, figures: bool = True, reference: Mapping[str, float] | None = None,
+           seed: int = 0) -> dict[str, Any]:
+  """Read the runs at or below `workdirs` and write the tables and figures into `out`.
+
+  quality_key: recompute tau_gen from this metric for every run. reference: {'n', 'batch_size',
+  'learning_rate'} of the normalized step (default: the smallest values among the runs).
+  Returns {'runs': table rows, 'fits': fit dicts, 'phase': phase rows, 'files': {name: path},
+  'markdown': the Markdown report}.
+  """
+  runs = load_runs(workdirs, quality_key=quality_key)
+  if not runs:
+    raise ValueError(f'no run directories (with metrics.jsonl) at or below {list(workdirs)}')
+  os.makedirs(out, exist_ok=True)
+  ref = dict(reference) if reference else fits_lib.normalization_reference([r.info for r in runs])
+  rows = run_table(runs, reference=ref)
+  fits = fits_lib.scaling_fits(rows, num_bootstrap=num_bootstrap, level=level, seed=seed)
+  phase = fits_lib.phase_diagram(rows)
+  fit_rows = _fit_rows(fits)
+  phase_rows = [{k: v for k, v in p.items() if k != 'points'} for p in phase]
+  files = {
+      'runs.csv': write_csv(rows, os.path.join(out, 'runs.csv'), RUN_COLUMNS),
+      'fits.csv': write_csv(fit_rows, os.path.join(out, 'fits.csv'),
+                            ('y', 'regressor', 'fit', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
+                             'num_points', 'residual_std')),
+      'phase.csv': write_csv(phase_rows, os.path.join(out, 'phase.csv'),
+                             ('p', 'width', 'multiple', 'tau_gen', 'tau', 'n_star', 'num_clean')),
+  }
+  md = [f'# Analysis of {len(runs)} runs', '',
+        f'Normalized step T = tau (N_min/N)(B/B_min)(lr/lr_min) with N_min={_fmt(ref.get("n"))}, '
+        f'B_min={_fmt(ref.get("batch_size"))}, lr_min={_fmt(ref.get("learning_rate"))}.', '',
+        '## Runs', '', markdown_table(rows, RUN_COLUMNS), '',
+        f'## Fits (log y = log c + sum exponent log x; {level:.0%} bootstrap interval [lo, hi], '
+        'Student-t [lo_t, hi_t] for one regressor)', '',
+        markdown_table(fit_rows, ('y', 'regressor', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
+                                  'num_points')) if fit_rows else '(not enough runs for a fit)', '',
+        '## Phase diagram (smallest n not memorized at tau = k tau_gen)', '',
+        markdown_table(phase_rows, ('p', 'width', 'multiple', 'tau', 'n_star', 'num_clean')) if phase_rows
+        else '(no run has tau_gen)']
+  markdown = '\n'.join(md)
+  files['runs.md'] = write_markdown(markdown, os.path.join(out, 'runs.md'))
+  if figures:
+    files['tau_vs_n.png'] = plots.tau_vs_n(rows, fits, os.path.join(out, 'tau_vs_n.png'))
+    files['collapse_fmem.png'] = plots.collapse_fmem(runs, os.path.join(out, 'collapse_fmem.png'))
+    files['collapse_quality.png'] = plots.collapse_quality(runs, os.path.join(out, 'collapse_quality.png'))
+    files['collapse_losses.png'] = plots.collapse_losses(runs, os.path.join(out, 'collapse_losses.png'))
+    files['normalized.png'] = plots.normalized_curves(runs, rows, os.path.join(out, 'normalized.png'))
+    if phase:
+      files['phase.png'] = plots.phase_plot(phase, os.path.join(out, 'phase.png'))
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
+    json.dump(_finite({'reference': ref, 'runs': rows, 'fits': fits, 'phase': phase}), f, indent=1)
+  files['summary.json'] = os.path.join(out, 'summary.json')
+  return {'runs': rows, 'fits': fits, 'phase': phase, 'files': files, 'markdown': markdown}

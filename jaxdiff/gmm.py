@@ -1,0 +1,642 @@
+"""The Gaussian-mixture experiment of paper 1's appendix (SPEC section 2), as vectorized ensembles.
+
+Data: x ~ 1/2 N(mu, I) + 1/2 N(-mu, I), mu = mu_scale * (1, ..., 1) in R^d. Diffusion: the OU process
+x_t = e^-t x_0 + sqrt(Delta_t) xi, Delta_t = 1 - e^-2t, whose marginal is known in closed form,
+P_t = 1/2 N(m_t, I) + 1/2 N(-m_t, I) with m_t = mu e^-t (the covariance stays I), so
+
+  log P_t(x) = -d/2 log(2 pi) - |x|^2 / 2 - |m_t|^2 / 2 + log cosh(x . m_t),
+  grad log P_t(x) = m_t tanh(x . m_t) - x                                   (SPEC section 2).
+
+Model: the residual MLP of `jaxdiff.models.mlp` predicts the noise, eps(x_t, t); the score is
+-eps / sqrt(Delta_t), and the loss is the eps-MSE per coordinate (denoising score matching weighted by
+Delta_t), with t drawn log-uniformly (or uniformly) in [t_min, t_max]. The network sees t through the time
+code 1000 (log t - log t_min) / (log t_max - log t_min).
+
+Sampling: Euler-Maruyama on the reverse SDE dx = [x + 2 s(x, t)] dt + sqrt(2) dW from N(0, I) at t_max down
+to t_min (`gmm.sample_steps` steps on a geometric or linear grid; no noise on the last step).
+
+KL(generated || true): samples from the deterministic probability-flow map x <- x + h (x + s(x, t)) (Euler
+on the same grid, from N(0, I)); the log density of each sample follows exactly from the change of variables
+of that map, log q <- log q - log|det((1 + h) I + h ds/dx)| (the Jacobian of the learned score, exact since
+d is small), and KL = mean(log q(x) - log P_tmin(x)): the cross-entropy term is the Monte Carlo average of
+the exact log density. It is 0 for the exact score up to the discretisation, and grows as samples collapse
+onto training points (then q is a mixture of narrow bumps).
+
+Class-conditional variant (`gmm.conditional`): the label is the component (0: +mu, 1: -mu), dropped to the
+null label with probability `label_dropout` in training; sampling uses classifier-free guidance
+eps = (1 + w) eps(x, y) - w eps(x, null) on balanced labels; KL is then the mean of KL(q(.|y) || N(+-m, I)).
+
+`run(config, workdir)` trains one vectorized ensemble member per (n, seed) (jaxdiff.ensemble: nested
+training sets, the first n points of the seed's stream), evaluates every member at log-spaced milestones
+and writes, per member, `<workdir>/<member>/` with config.json (the solo config that reproduces it),
+metrics.jsonl (f_mem, f_mem_lo, f_mem_hi, loss_train_t, loss_test_t, score_err_t, score_err, kl, sw;
+train_loss) and summary.json (jaxdiff.timescales), plus `<workdir>/summary.json` (the members' timescales
+and the fits tau_mem = c n^alpha) and the tables and figures of `jaxdiff.analysis` in
+`<workdir>/analysis/`. The ensemble state is checkpointed in `<workdir>/checkpoints` (Orbax); running
+again resumes. `Trainer` is the same machinery for notebooks: train(k), evaluate(), member_params(i).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from jaxdiff import config as config_lib
+from jaxdiff import ensemble, sharding, timescales
+from jaxdiff.metrics import memorization, quality
+from jaxdiff.models.mlp import ResidualMLP
+from jaxdiff.writers import MetricWriter, read_metrics
+
+SUMMARY_FILE = 'summary.json'
+NULL_LABEL = 2   # classifier-free guidance: the "no label" token (labels 0 and 1 are the components)
+TIME_CODE_SCALE = 1000.0
+QUALITY_KEYS = {'kl': 'kl', 'sw': 'sw', 'score_err': 'score_err'}   # gmm.quality -> metrics.jsonl key
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The data and its exact density and score.
+
+def mean_vector(d: int, mu_scale: float = 1.0) -> jax.Array:
+  """mu = mu_scale * ones(d) (SPEC: all-ones)."""
+  return jnp.full((d,), mu_scale, jnp.float32)
+
+
+def sample_data(key: jax.Array, n: int, mu: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """n points of 1/2 N(mu, I) + 1/2 N(-mu, I): (x [n, d], component label y [n] int32, 0: +mu, 1: -mu).
+
+  The first m of n points equal the m points drawn from the same key (threefry prefix property), so sets of
+  increasing n from one key are nested.
+  """
+  k_y, k_x = jax.random.split(key)
+  y = jax.random.bernoulli(k_y, 0.5, (n,)).astype(jnp.int32)
+  x = jax.random.normal(k_x, (n, mu.shape[0])) + sign(y)[:, None] * mu
+  return x, y
+
+
+_sample_data = jax.jit(sample_data, static_argnums=1)
+
+
+def sign(y: jax.Array) -> jax.Array:
+  """Component sign of a label: 0 -> +1, 1 -> -1."""
+  return 1.0 - 2.0 * y.astype(jnp.float32)
+
+
+def delta(t: jax.Array) -> jax.Array:
+  """Delta_t = 1 - e^-2t (noise variance of x_t given x_0)."""
+  return -jnp.expm1(-2.0 * t)
+
+
+def _log_cosh(z: jax.Array) -> jax.Array:
+  a = jnp.abs(z)
+  return a + jnp.log1p(jnp.exp(-2.0 * a)) - math.log(2.0)
+
+
+def log_density(x: jax.Array, t: jax.Array | float, mu: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  """Exact log P_t(x) (or log P_t(x | y) = log N(x; sign(y) m_t, I) given labels). x: [B, d] -> [B]."""
+  d = x.shape[-1]
+  m = mu * jnp.exp(-jnp.asarray(t, jnp.float32))[..., None] if jnp.ndim(t) else mu * jnp.exp(-t)
+  const = -0.5 * d * math.log(2 * math.pi)
+  if y is not None:
+    return const - 0.5 * jnp.sum(jnp.square(x - sign(y)[:, None] * m), axis=-1)
+  return const - 0.5 * jnp.sum(x * x, -1) - 0.5 * jnp.sum(m * m, -1) + _log_cosh(jnp.sum(x * m, -1))
+
+
+def score(x: jax.Array, t: jax.Array | float, mu: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  """Exact grad_x log P_t(x) = m_t tanh(x . m_t) - x (or sign(y) m_t - x given labels). x: [B, d]."""
+  m = mu * jnp.exp(-jnp.asarray(t, jnp.float32))[..., None] if jnp.ndim(t) else mu * jnp.exp(-t)
+  if y is not None:
+    return sign(y)[:, None] * m - x
+  return m * jnp.tanh(jnp.sum(x * m, -1, keepdims=True)) - x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The problem: static hyperparameters of one ensemble (hashable, closed over by compiled functions).
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  d: int = 8
+  mu_scale: float = 1.0
+  width: int = 256
+  num_blocks: int = 3
+  conditional: bool = False
+  label_dropout: float = 0.1
+  guidance: float = 0.0
+  t_min: float = 1e-3
+  t_max: float = 5.0
+  t_sampling: str = 'log_uniform'
+  sample_steps: int = 1000
+  sample_spacing: str = 'log'
+  kl_samples: int = 1000
+  kl_steps: int = 200
+  loss_t: float = 0.01          # OU time of loss_train_t / loss_test_t / score_err_t
+  loss_noise_draws: int = 4
+
+  @property
+  def mu(self) -> jax.Array:
+    return mean_vector(self.d, self.mu_scale)
+
+  def model(self, key: jax.Array) -> ResidualMLP:
+    return ResidualMLP(dim=self.d, width=self.width, num_blocks=self.num_blocks,
+                       num_classes=2 if self.conditional else 0, rngs=nnx.Rngs(params=key))
+
+  def init_params(self, key: jax.Array):
+    return nnx.state(self.model(key), nnx.Param)
+
+  @functools.cached_property
+  def graphdef(self):
+    return nnx.split(nnx.eval_shape(lambda: self.model(jax.random.PRNGKey(0))), nnx.Param)[0]
+
+  def time_code(self, t: jax.Array) -> jax.Array:
+    """The network's time input: 0 at t_min, 1000 at t_max, linear in log t."""
+    lo, hi = math.log(self.t_min), math.log(self.t_max)
+    return TIME_CODE_SCALE * (jnp.log(t) - lo) / (hi - lo)
+
+  def eps(self, params, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    """Noise estimate. x: [B, d]; t: [B] OU times; y: [B] labels (conditional models) or None."""
+    model = nnx.merge(self.graphdef, params)
+    return model(x, self.time_code(t), y if self.conditional else None)
+
+  def guided_eps(self, params, x, t, y):
+    """Classifier-free guidance (1 + w) eps(x, y) - w eps(x, null) (conditional), plain eps otherwise."""
+    if not self.conditional or self.guidance == 0.0:
+      return self.eps(params, x, t, y)
+    null = jnp.full(x.shape[:1], NULL_LABEL, jnp.int32)
+    w = self.guidance
+    return (1.0 + w) * self.eps(params, x, t, y) - w * self.eps(params, x, t, null)
+
+  def model_score(self, params, x, t, y=None) -> jax.Array:
+    """Learned score -eps / sqrt(Delta_t) (guided for conditional models). x: [B, d]; t: [B]."""
+    return -self.guided_eps(params, x, t, y) / jnp.sqrt(delta(t))[:, None]
+
+  def sample_times(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    u = jax.random.uniform(key, shape)
+    if self.t_sampling == 'log_uniform':
+      return self.t_min * (self.t_max / self.t_min) ** u
+    if self.t_sampling == 'uniform':
+      return self.t_min + (self.t_max - self.t_min) * u
+    raise ValueError(f"t_sampling must be 'log_uniform' or 'uniform', got {self.t_sampling!r}")
+
+  def time_grid(self, steps: int) -> np.ndarray:
+    """[steps + 1] decreasing times t_max ... t_min of the samplers."""
+    if self.sample_spacing == 'log':
+      return np.geomspace(self.t_max, self.t_min, steps + 1)
+    if self.sample_spacing == 'linear':
+      return np.linspace(self.t_max, self.t_min, steps + 1)
+    raise ValueError(f"sample_spacing must be 'log' or 'linear', got {self.sample_spacing!r}")
+
+
+def problem_from_config(config: ml_collections.ConfigDict) -> Problem:
+  g = config.gmm
+  return Problem(d=g.d, mu_scale=g.mu_scale, width=g.width, num_blocks=g.num_blocks, conditional=g.conditional,
+                 label_dropout=g.label_dropout, guidance=g.guidance, t_min=g.t_min, t_max=g.t_max,
+                 t_sampling=g.t_sampling, sample_steps=g.sample_steps, sample_spacing=g.sample_spacing,
+                 kl_samples=g.kl_samples, kl_steps=g.kl_steps, loss_t=config.eval.loss_t_ou,
+                 loss_noise_draws=config.eval.loss_noise_draws)
+
+
+@functools.lru_cache(maxsize=32)
+def parameter_count(problem: Problem) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(
+      nnx.state(nnx.eval_shape(lambda: problem.model(jax.random.PRNGKey(0))), nnx.Param))))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training loss (one member; jaxdiff.ensemble vmaps it).
+
+def noisy(x0: jax.Array, t: jax.Array, xi: jax.Array) -> jax.Array:
+  """x_t = e^-t x_0 + sqrt(Delta_t) xi. x0, xi: [B, d]; t: [B]."""
+  return jnp.exp(-t)[:, None] * x0 + jnp.sqrt(delta(t))[:, None] * xi
+
+
+def make_loss_fn(problem: Problem) -> ensemble.LossFn:
+  """loss_fn(params, batch {'x': [B, d], 'y': [B]}, weight [B], key) -> weighted eps-MSE per coordinate."""
+
+  def loss_fn(params, batch, weight, key):
+    x0, y = batch['x'], batch['y']
+    k_t, k_xi, k_drop = jax.random.split(key, 3)
+    t = problem.sample_times(k_t, x0.shape[:1])
+    xi = jax.random.normal(k_xi, x0.shape)
+    if problem.conditional:
+      y = jnp.where(jax.random.bernoulli(k_drop, problem.label_dropout, y.shape), NULL_LABEL, y)
+    err = jnp.mean(jnp.square(problem.eps(params, noisy(x0, t, xi), t, y) - xi), axis=1)
+    return ensemble.weighted_mean(err, weight)
+
+  return loss_fn
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Samplers.
+
+def euler_maruyama(score_fn, x_T: jax.Array, key: jax.Array, grid: np.ndarray) -> jax.Array:
+  """Reverse-SDE sampler: x <- x + h (x + 2 s(x, t)) + sqrt(2 h) z on the decreasing `grid` [S + 1].
+
+  score_fn(x [B, d], t [B]) -> [B, d]. No noise is added on the last step. Returns x at grid[-1].
+  """
+  grid = jnp.asarray(grid, jnp.float32)
+  num = grid.shape[0] - 1
+
+  def body(i, x):
+    t, h = grid[i], grid[i] - grid[i + 1]
+    drift = x + 2.0 * score_fn(x, jnp.full(x.shape[:1], t))
+    z = jax.random.normal(jax.random.fold_in(key, i), x.shape)
+    return x + h * drift + jnp.where(i < num - 1, jnp.sqrt(2.0 * h), 0.0) * z
+
+  return jax.lax.fori_loop(0, num, body, x_T)
+
+
+def flow_samples(score_fn, x_T: jax.Array, grid: np.ndarray,
+                 labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Probability-flow samples with their exact log density under the discrete flow map.
+
+  x <- (1 + h) x + h s(x, t) on the decreasing grid [S + 1], from x_T ~ N(0, I): log q starts at
+  log N(x_T; 0, I) and loses log|det((1 + h) I + h ds/dx)| per step (change of variables, with the exact
+  per-sample Jacobian of s). score_fn(x [B, d], t [B], y [B] | None) -> [B, d]; labels: [B] or None.
+  Returns (x [B, d], log_q [B]).
+  """
+  grid = jnp.asarray(grid, jnp.float32)
+  d = x_T.shape[1]
+  log_q = -0.5 * d * math.log(2 * math.pi) - 0.5 * jnp.sum(x_T * x_T, axis=1)
+
+  def one_jacobian(xi, t, yi):
+    y1 = None if yi is None else yi[None]
+    return jax.jacfwd(lambda v: score_fn(v[None], t[None], y1)[0])(xi)   # [d, d]
+
+  def body(i, carry):
+    x, lq = carry
+    t, h = grid[i], grid[i] - grid[i + 1]
+    tt = jnp.full(x.shape[:1], t)
+    s = score_fn(x, tt, labels)
+    jac = jax.vmap(one_jacobian)(x, tt, labels)
+    _, logdet = jnp.linalg.slogdet((1.0 + h) * jnp.eye(d) + h * jac)
+    return (1.0 + h) * x + h * s, lq - logdet
+
+  return jax.lax.fori_loop(0, grid.shape[0] - 1, body, (x_T, log_q))
+
+
+def balanced_labels(num: int) -> jax.Array:
+  """[num] labels 0, 1, 0, 1, ... (the two components equally)."""
+  return (jnp.arange(num) % 2).astype(jnp.int32)
+
+
+def kl_to_truth(score_fn, key: jax.Array, num: int, grid: np.ndarray, mu: jax.Array, t_end: float,
+                labels: jax.Array | None = None) -> jax.Array:
+  """KL(q || P_t_end) on `num` probability-flow samples: mean(log q(x) - log P_t_end(x)).
+
+  score_fn(x, t, y) as in `flow_samples`. With labels [num] (conditional model) the reference is
+  P_t_end(. | y) = N(sign(y) m, I) and the result is the label-average of KL(q(. | y) || P(. | y)).
+  """
+  x_T = jax.random.normal(key, (num, mu.shape[0]))
+  x, log_q = flow_samples(score_fn, x_T, grid, labels)
+  return jnp.mean(log_q - log_density(x, t_end, mu, labels))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation of one member (in-graph; vmapped over the ensemble).
+
+def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.Array, n: jax.Array,
+                    x_test: jax.Array, y_test: jax.Array, key: jax.Array, loss_key: jax.Array, *,
+                    num_samples: int) -> dict[str, jax.Array]:
+  """Samples and the in-graph metrics of one member at one milestone.
+
+  x_train: [n_max, d] padded (first n valid); x_test: [T, d]; key: this milestone's key; loss_key: the
+  member's fixed key of the loss noise draws (the same at every milestone, so L_test - L_train is smooth).
+  Returns {'samples': [M, d] (Euler-Maruyama), 'loss_train_t', 'loss_test_t': eps-MSE per coordinate at OU
+  time problem.loss_t (mean over `loss_noise_draws` draws), 'score_err_t': Delta_t E|s - grad log P_t|^2 / d
+  on noised test points at that time, 'score_err': the same with t drawn as in training, 'kl':
+  KL(generated || true) if kl_samples > 0}.
+  """
+  k_x, k_em, k_kl = jax.random.split(key, 3)
+  d = problem.d
+  labels = balanced_labels(num_samples) if problem.conditional else None
+  out = {'samples': euler_maruyama(lambda x, t: problem.model_score(params, x, t, labels),
+                                   jax.random.normal(k_x, (num_samples, d)), k_em,
+                                   problem.time_grid(problem.sample_steps))}
+
+  t = problem.loss_t
+  k_tr, k_te = jax.random.split(loss_key)
+
+  def eps_mse(x0, y, k):
+    xi = jax.random.normal(k, (problem.loss_noise_draws, *x0.shape))
+    tt = jnp.full(x0.shape[:1], t, jnp.float32)
+
+    def one(xi_k):
+      return jnp.mean(jnp.square(problem.eps(params, noisy(x0, tt, xi_k), tt, y) - xi_k), axis=1)
+    return jnp.mean(jax.lax.map(one, xi), axis=0)   # [N]
+
+  valid = (jnp.arange(x_train.shape[0]) < n).astype(jnp.float32)
+  out['loss_train_t'] = ensemble.weighted_mean(eps_mse(x_train, y_train, k_tr), valid)
+  out['loss_test_t'] = jnp.mean(eps_mse(x_test, y_test, k_te))
+  tt = jnp.full(x_test.shape[:1], t, jnp.float32)
+  x_t = noisy(x_test, tt, jax.random.normal(k_te, x_test.shape))
+  s_true = score(x_t, t, problem.mu, y_test if problem.conditional else None)
+  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(delta(tt))[:, None]
+  out['score_err_t'] = delta(jnp.float32(t)) * jnp.mean(jnp.square(s_model - s_true))
+  # The same averaged over the training distribution of t (fixed draws): the population score-matching error,
+  # a quality measure without sampling noise (at t = 0.01 alone even eps = 0 is nearly optimal).
+  k_t, k_xi = jax.random.split(jax.random.fold_in(loss_key, 1))
+  tt = problem.sample_times(k_t, x_test.shape[:1])
+  x_t = noisy(x_test, tt, jax.random.normal(k_xi, x_test.shape))
+  s_true = score(x_t, tt, problem.mu, y_test if problem.conditional else None)
+  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(delta(tt))[:, None]
+  out['score_err'] = jnp.mean(delta(tt)[:, None] * jnp.square(s_model - s_true))
+  if problem.kl_samples > 0:
+    kl_labels = balanced_labels(problem.kl_samples) if problem.conditional else None
+    out['kl'] = kl_to_truth(lambda x, tq, y: problem.model_score(params, x, tq, y), k_kl, problem.kl_samples,
+                            problem.time_grid(problem.kl_steps), problem.mu, problem.t_min, kl_labels)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Members of an ensemble: one per (n, seed).
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  n: int
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'n{self.n}_seed{self.seed}'
+
+  @property
+  def key(self) -> jax.Array:
+    """The member's training key (its init, batch and noise draws): fold_in(PRNGKey(seed), n)."""
+    return jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n)
+
+  def data(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The training set: the first n points of the seed's stream (nested across n)."""
+    x, y = _sample_data(jax.random.fold_in(jax.random.PRNGKey(self.seed), 0), self.n, problem.mu)
+    return np.asarray(x), np.asarray(y)
+
+  def test_data(self, problem: Problem, num: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _sample_data(jax.random.fold_in(jax.random.PRNGKey(self.seed), 1), num, problem.mu)
+    return np.asarray(x), np.asarray(y)
+
+  def eval_key(self, step: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), 5), step)
+
+  @property
+  def loss_key(self) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(self.seed), 6)
+
+
+def members_of(config: ml_collections.ConfigDict) -> list[Member]:
+  """(n, seed) for n in gmm.n and seed = config.seed + s, s < gmm.num_seeds."""
+  return [Member(int(n), config.seed + s) for s in range(config.gmm.num_seeds) for n in config.gmm.n]
+
+
+def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collections.ConfigDict:
+  """The solo config that trains exactly member m (its n alone, its seed)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = m.seed
+  c.gmm.n = (m.n,)
+  c.gmm.num_seeds = 1
+  return c
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run.
+
+def _json_dump(obj: Any, path: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, default=list)
+  os.replace(tmp, path)
+
+
+def resolve_loop(loop: str) -> str:
+  """'auto' -> 'device' (one compiled fori_loop per chunk) on every backend: unlike the U-Net (see
+  train.resolve_loop) these MLPs run as fast in an XLA:CPU loop as dispatched one step at a time (measured
+  76 vs 73 steps/s, 4 members, W = 64, 2-core CPU), with one dispatch per chunk."""
+  if loop not in ('auto', 'device', 'host'):
+    raise ValueError(f"config field 'train.loop': must be 'auto', 'device' or 'host', got {loop!r}")
+  return 'device' if loop == 'auto' else loop
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_training(problem: Problem, optimizer: tuple, batch_size: int, loop: str):
+  """(tx, init, chunk) of one problem and optimizer (config.optimizer's sorted items), built once per
+  process: a sweep or a resumed run in the same process reuses the compilations."""
+  from jaxdiff.train import make_optimizer  # pylint: disable=g-import-not-at-top
+  tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer)))
+  init = jax.jit(lambda keys: ensemble.init_state(problem.init_params, tx, keys))
+  chunk = ensemble.make_train_chunk(loss_fn=make_loss_fn(problem), tx=tx, batch_size=batch_size, loop=loop)
+  return tx, init, chunk
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_evaluation(problem: Problem, num_samples: int):
+  return jax.jit(jax.vmap(functools.partial(evaluate_member, problem, num_samples=num_samples)))
+
+
+class Trainer:
+  """An ensemble of GMM members: data, state, compiled chunk and evaluation. Library form of `run`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, members: list[Member] | None = None, mesh=None):
+    self.config = config
+    self.problem = problem_from_config(config)
+    self.members = members if members is not None else members_of(config)
+    if not self.members:
+      raise ValueError('a GMM ensemble needs at least one member')
+    self.mesh = mesh
+    self.batch_size = int(config.train.batch_size)
+    self.tx, init, self.chunk = _compiled_training(
+        self.problem, tuple(sorted(config.optimizer.to_dict().items())), self.batch_size,
+        resolve_loop(config.train.loop))
+    self._evaluate = _compiled_evaluation(self.problem, int(config.eval.num_samples))
+    # One draw per seed of its largest n; members slice it (the same points as their own draws: the
+    # threefry prefix property, see Member.data).
+    streams = {}
+    for m in self.members:
+      n_max = max(m2.n for m2 in self.members if m2.seed == m.seed)
+      if m.seed not in streams:
+        streams[m.seed] = (Member(n_max, m.seed).data(self.problem),
+                           m.test_data(self.problem, config.gmm.num_test))
+    xs = [streams[m.seed][0][0][:m.n] for m in self.members]
+    ys = [streams[m.seed][0][1][:m.n] for m in self.members]
+    tests = [streams[m.seed][1] for m in self.members]
+    x_pad, sizes = ensemble.pad_stack(xs)
+    y_pad, _ = ensemble.pad_stack(ys)
+    shard = ensemble.member_sharding(mesh, len(self.members))
+    put = (lambda a: jax.device_put(a, shard)) if shard is not None else jnp.asarray
+    self.data = {'x': put(x_pad), 'y': put(y_pad)}
+    self.sizes = put(sizes)
+    self.test = {'x': put(np.stack([t[0] for t in tests])), 'y': put(np.stack([t[1] for t in tests]))}
+    self.train_sets = xs
+    self.state = init(jnp.stack([m.key for m in self.members]))
+    if shard is not None:
+      self.state = jax.device_put(self.state, jax.tree.map(
+          lambda x: shard if x.ndim and x.shape[0] == len(self.members) else sharding.replicated(mesh),
+          self.state))
+    self.num_params = parameter_count(self.problem)
+
+  def train(self, num_steps: int, reset: bool = True) -> None:
+    """num_steps more steps of every member (one compiled call)."""
+    self.state = self.chunk(self.state, self.data, self.sizes, jnp.int32(num_steps), jnp.bool_(reset))
+
+  def evaluate(self, step: int | None = None) -> list[dict[str, Any]]:
+    """One metrics row per member at the current step (f_mem with its bootstrap interval, losses at fixed
+    time, score error, KL, sliced Wasserstein to the test points)."""
+    step = int(self.state.step) if step is None else step
+    ec = self.config.eval
+    keys = jnp.stack([m.eval_key(step) for m in self.members])
+    loss_keys = jnp.stack([m.loss_key for m in self.members])
+    out = jax.device_get(self._evaluate(self.state.params, self.data['x'], self.data['y'], self.sizes,
+                                        self.test['x'], self.test['y'], keys, loss_keys))
+    rows = []
+    for e, m in enumerate(self.members):
+      k_mem, k_sw = jax.random.split(jax.random.fold_in(keys[e], 1))
+      samples = out['samples'][e]
+      mem = memorization.memorization_metrics(samples, self.train_sets[e], k_mem, k=ec.memorization_k,
+                                              num_resamples=ec.bootstrap_resamples)
+      row = {'f_mem': float(mem['f_mem']), 'f_mem_lo': float(mem['f_mem_lo']),
+             'f_mem_hi': float(mem['f_mem_hi']),
+             'sw': float(quality.sliced_wasserstein(samples, self.test['x'][e], k_sw, 256))}
+      for k in ('loss_train_t', 'loss_test_t', 'score_err_t', 'score_err', 'kl'):
+        if k in out:
+          row[k] = float(out[k][e])
+      rows.append(row)
+    return rows
+
+  def member_params(self, i: int):
+    return ensemble.member(self.state.params, i)
+
+
+def _summaries(config, members, workdir, num_params, quality_key):
+  ec = config.eval
+  out = []
+  for m in members:
+    mdir = os.path.join(workdir, m.name)
+    s = timescales.summarize(read_metrics(mdir), quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
+                             f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold,
+                             loss_gap_relative=ec.loss_gap_relative)
+    s.update(family='gmm', dataset='gmm', n=m.n, width=config.gmm.width, seed=m.seed, d=config.gmm.d,
+             batch_size=min(m.n, config.train.batch_size), learning_rate=config.optimizer.learning_rate,
+             optimizer=config.optimizer.name, num_params=num_params, conditional=config.gmm.conditional)
+    _json_dump(s, os.path.join(mdir, SUMMARY_FILE))
+    out.append((m, s))
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, Any]:
+  """Train the ensemble of `config.gmm` in `workdir` (resuming from its checkpoint), evaluate at log-spaced
+  milestones, write per-member metrics/summaries, the ensemble summary and the analysis. Returns the summary.
+
+  stop_at_step: save a checkpoint and return there (an interrupted run; no summaries), {} returned.
+  """
+  from jaxdiff.checkpoint import Checkpoints  # pylint: disable=g-import-not-at-top
+  from jaxdiff.train import log_spaced_milestones  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config, num_devices=jax.device_count())
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  _json_dump(config.to_dict(), os.path.join(workdir, 'config.json'))
+  mesh = sharding.make_mesh(config.mesh)
+  trainer = Trainer(config, mesh=mesh)
+  members, tc = trainer.members, config.train
+  logging.info('gmm: %d members (n = %s, seeds %s), d=%d, W=%d (%d parameters), batch min(n, %d), %s lr %g',
+               len(members), sorted({m.n for m in members}), sorted({m.seed for m in members}), config.gmm.d,
+               config.gmm.width, trainer.num_params, tc.batch_size, config.optimizer.name,
+               config.optimizer.learning_rate)
+
+  milestones = log_spaced_milestones(tc.num_steps, tc.num_milestones)
+  ckpt = Checkpoints(workdir, milestones, keep_milestones=False)
+  start = ckpt.latest_step()
+  if start is not None:
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), trainer.state)
+    trainer.state = ckpt.restore(start, target, config)
+    logging.info('gmm: resuming from step %d', start)
+  step = int(trainer.state.step)
+  writers = []
+  for m in members:
+    mdir = os.path.join(workdir, m.name)
+    os.makedirs(mdir, exist_ok=True)
+    _json_dump(member_config(config, m).to_dict(), os.path.join(mdir, 'config.json'))
+    writers.append(MetricWriter(mdir, resume_step=step, tensorboard=False))
+
+  milestone_set = set(int(s) for s in milestones)
+  reset = step % tc.log_every == 0
+  last_time, last_step = time.perf_counter(), step
+  end = tc.num_steps if stop_at_step is None else min(stop_at_step, tc.num_steps)
+  while step < end:
+    candidates = [end, (step // tc.log_every + 1) * tc.log_every,
+                  (step // tc.checkpoint_every + 1) * tc.checkpoint_every]
+    later = milestones[milestones > step]
+    if later.size:
+      candidates.append(int(later[0]))
+    n = min(candidates) - step
+    trainer.train(n, reset)
+    step += n
+    reset = False
+    if step % tc.log_every == 0 or step == tc.num_steps:
+      losses = np.asarray(jax.device_get(trainer.state.loss_sum)) / max(int(trainer.state.loss_count), 1)
+      now = time.perf_counter()
+      rate = (step - last_step) / max(now - last_time, 1e-9)
+      for w, loss in zip(writers, losses):
+        w.write_scalars(step, {'train_loss': float(loss), 'steps_per_sec': rate})
+      logging.info('gmm: step %d/%d  loss %s  %.1f steps/s (all members)', step, tc.num_steps,
+                   np.array2string(losses, precision=4), rate)
+      last_time, last_step, reset = now, step, True
+    if step in milestone_set:
+      for w, row in zip(writers, trainer.evaluate(step)):
+        w.write_scalars(step, row)
+      last_time = time.perf_counter()  # evaluation time is not training throughput
+    if step in milestone_set or step % tc.checkpoint_every == 0 or step == end:
+      ckpt.save(step, trainer.state, config)
+  ckpt.close()
+  for w in writers:
+    w.close()
+  if step < tc.num_steps:
+    logging.info('gmm: stopped at step %d of %d; run again to resume', step, tc.num_steps)
+    return {}
+
+  quality_key = QUALITY_KEYS[config.gmm.quality]
+  per_member = _summaries(config, members, workdir, trainer.num_params, quality_key)
+  summary = ensemble_summary(config, per_member)
+  summary.update(num_params=trainer.num_params, seconds=time.time() - t_start)
+  _json_dump(summary, os.path.join(workdir, SUMMARY_FILE))
+  logging.info('gmm: tau_mem exponent %s, summary in %s (%.1fs)', summary.get('tau_mem_fit'), workdir,
+               summary['seconds'])
+  if config.gmm.analysis:
+    from jaxdiff import analysis  # pylint: disable=g-import-not-at-top
+    analysis.report([workdir], os.path.join(workdir, 'analysis'))
+  return summary
+
+
+def ensemble_summary(config: ml_collections.ConfigDict, per_member) -> dict[str, Any]:
+  """The members' timescales and the fits tau_mem = c n^alpha over them (f_mem and loss-gap definitions;
+  None where fewer than 3 members, with 2 distinct n, have a tau_mem)."""
+  rows = [{'member': m.name, 'n': m.n, 'seed': m.seed, 'tau_gen': s['tau_gen'],
+           'tau_mem_fmem': s['tau_mem_fmem'], 'tau_mem_loss': s['tau_mem_loss'],
+           'f_mem_final': s['final'].get('f_mem')} for m, s in per_member]
+  summary: dict[str, Any] = {'family': 'gmm', 'members': rows, 'quality_key': QUALITY_KEYS[config.gmm.quality],
+                             'f_mem_threshold': config.eval.f_mem_threshold,
+                             'loss_gap_threshold': config.eval.loss_gap_threshold,
+                             'loss_gap_relative': config.eval.loss_gap_relative}
+  from jaxdiff.analysis.fits import fit_scaling  # pylint: disable=g-import-not-at-top
+  for which in ('tau_mem_fmem', 'tau_mem_loss'):
+    key = 'tau_mem_fit' if which == 'tau_mem_fmem' else 'tau_mem_loss_fit'
+    try:   # tau = c n^alpha, with a bootstrap interval over the members
+      f = fit_scaling({'n': [r['n'] for r in rows]}, [r[which] for r in rows], t_interval=False)
+      summary[key] = {'c': f['c'], 'alpha': f['n'], 'alpha_lo': f['n_lo'], 'alpha_hi': f['n_hi'],
+                      'num_points': f['num_points']}
+    except ValueError as e:   # too few members that memorized
+      summary[key] = None
+      logging.info('gmm: no fit of %s against n (%s)', which, e)
+  return summary
+
+
+__all__ = ['Problem', 'Member', 'Trainer', 'mean_vector', 'sample_data', 'delta', 'log_density', 'score',
+           'problem_from_config', 'parameter_count', 'make_loss_fn', 'euler_maruyama', 'flow_samples',
+           'kl_to_truth', 'evaluate_member', 'members_of', 'member_config', 'run', 'ensemble_summary']

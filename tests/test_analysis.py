@@ -1,0 +1,125 @@
+"""The analysis (jaxdiff/analysis): from run directories to timescales, fits, phase diagram and figures."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxdiff import analysis
+from jaxdiff.analysis import fits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_run(workdir, *, n, width, seed, tau_mem, tau_gen, steps, summary=True, lr=1e-3, batch=512,
+               family='ddpm'):
+  """A synthetic run: f_mem leaves 0 at tau_mem (then grows in log time), quality plateaus at tau_gen,
+  the loss gap opens at tau_mem / 2."""
+  os.makedirs(workdir, exist_ok=True)
+  times = np.unique(np.round(np.geomspace(10, steps, 60)).astype(int))
+  rows = []
+  for t in times:
+    f = float(np.clip(0.4 * np.log(t / tau_mem), 0.0, 1.0))
+    q = 20.0 * (1 + (tau_gen / t) ** 2)
+    gap = float(np.clip(0.2 * np.log(t / (tau_mem / 2)), 0.0, None))
+    rows.append({'step': int(t), 'f_mem': f, 'f_mem_lo': max(f - 0.02, 0.0), 'f_mem_hi': min(f + 0.02, 1.0),
+                 'fd': q, 'loss_train_t': 0.1 - gap / 4, 'loss_test_t': 0.1 + 3 * gap / 4})
+    rows.append({'step': int(t), 'train_loss': 0.1})
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for r in rows:
+      f.write(json.dumps(r) + '\n')
+  config = {'family': family, 'seed': seed, 'data': {'n': n, 'name': 'synthetic'}, 'model': {'width': width},
+            'train': {'batch_size': batch}, 'optimizer': {'learning_rate': lr, 'name': 'sgd'}}
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  if summary:
+    from jaxdiff import timescales
+    s = timescales.summarize(rows, quality_key='fd')
+    s.update(n=n, width=width, seed=seed, batch_size=batch, learning_rate=lr)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(s, f)
+
+
+@pytest.fixture(scope='module')
+def sweep_dir(tmp_path_factory):
+  """n in {128, ..., 2048} x W in {16, 32} x 3 seeds: tau_mem = 40 n / W x lognormal(0.1), tau_gen ~ 1e4 / W."""
+  root = tmp_path_factory.mktemp('sweep')
+  rs = np.random.RandomState(0)
+  for w in (16, 32):
+    for n in (128, 256, 512, 1024, 2048):
+      for seed in range(3):
+        tau_mem = 40.0 * n / w * math.exp(0.1 * rs.randn())
+        _write_run(str(root / f'w{w}' / f'n{n}_s{seed}'), n=n, width=w, seed=seed, tau_mem=tau_mem,
+                   tau_gen=1e4 / w, steps=60_000, summary=(seed != 2))
+  return str(root)
+
+
+def test_fit_scaling_recovers_a_planted_exponent_with_an_interval_covering_it():
+  rs = np.random.RandomState(1)
+  n = np.repeat([100, 200, 400, 800, 1600], 4).astype(float)
+  w = np.tile([8, 16, 32, 64], 5).astype(float)
+  tau = 3.0 * n ** 1.0 * w ** -1.0 * np.exp(0.1 * rs.randn(n.size))
+  f = fits.fit_scaling({'n': n, 'width': w}, tau, num_bootstrap=500)
+  assert f['n_lo'] < 1.0 < f['n_hi'] and f['n_hi'] - f['n_lo'] < 0.3
+  assert f['width_lo'] < -1.0 < f['width_hi']
+  single = fits.fit_scaling({'n': n}, tau * w, num_bootstrap=500)
+  assert single['n_lo'] < 1.0 < single['n_hi'] and single['n_lo_t'] < 1.0 < single['n_hi_t']
+  with pytest.raises(ValueError, match="'n' needs >= 2 distinct"):
+    fits.fit_scaling({'n': [5, 5, 5, 5]}, [1, 2, 3, 4])
+
+
+def test_analysis_recovers_tau_mem_proportional_to_n_over_w_from_run_dirs(sweep_dir):
+  runs = analysis.load_runs([sweep_dir])
+  assert len(runs) == 30
+  assert sum(not r.finished for r in runs) == 10          # seed 2 has no summary.json: recomputed
+  rows = analysis.run_table(runs)
+  got = analysis.scaling_fits(rows, num_bootstrap=500)
+  per_width = [f for f in got if f['y'] == 'tau_mem_fmem' and f['x'] == 'n']
+  assert sorted(f['group']['width'] for f in per_width) == [16, 32]
+  for f in per_width:
+    assert f['n_lo'] < 1.0 < f['n_hi'], f
+    assert abs(f['n'] - 1.0) < 0.15
+  joint = next(f for f in got if f['y'] == 'tau_mem_fmem' and f['x'] == 'n+width')
+  assert joint['n_lo'] < 1.0 < joint['n_hi'] and joint['width_lo'] < -1.0 < joint['width_hi']
+  gen = next(f for f in got if f['y'] == 'tau_gen' and f['x'] == 'width')   # noiseless: tau_gen = 3e4 / W
+  assert gen['width'] == pytest.approx(-1.0, abs=0.02)
+  assert gen['c'] == pytest.approx(math.sqrt(10) * 1e4, rel=0.05)
+
+
+def test_phase_diagram_and_normalized_step(sweep_dir):
+  rows = analysis.run_table(analysis.load_runs([sweep_dir]))
+  phase = analysis.phase_diagram(rows)
+  # Measured: tau_gen = sqrt(10) 1e4 / W (quality within 10% of its best), tau_mem = 1.19 x 40 n / W
+  # (f_mem_lo > 0.05). At tau_gen the runs with n <= 512 have memorized (n < 664), at 8 tau_gen all of them.
+  by = {(p['width'], p['multiple']): p for p in phase}
+  assert by[(16, 1.0)]['n_star'] == 1024 and by[(32, 1.0)]['n_star'] == 1024
+  assert by[(16, 8.0)]['n_star'] is None
+  ref = analysis.normalization_reference([{'n': 256, 'batch_size': 32, 'learning_rate': 1e-4},
+                                          {'n': 1024, 'batch_size': 64, 'learning_rate': 2e-4}])
+  assert ref == {'n': 256, 'batch_size': 32, 'learning_rate': 1e-4}
+  t = analysis.normalized_step(1000.0, {'n': 1024, 'batch_size': 64, 'learning_rate': 2e-4}, ref)
+  assert t == pytest.approx(1000.0 * (256 / 1024) * (64 / 32) * (2e-4 / 1e-4))
+
+
+def test_cli_writes_tables_and_figures(sweep_dir, tmp_path):
+  out = str(tmp_path / 'out')
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  proc = subprocess.run([sys.executable, '-m', 'jaxdiff.analysis', '--workdirs', os.path.join(sweep_dir, 'w16'),
+                         os.path.join(sweep_dir, 'w32'), '--out', out, '--bootstrap', '200'],
+                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  for name in ('runs.csv', 'runs.md', 'fits.csv', 'phase.csv', 'summary.json', 'tau_vs_n.png',
+               'collapse_fmem.png', 'collapse_quality.png', 'collapse_losses.png', 'normalized.png', 'phase.png'):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, 'runs.csv')) as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 30 and {'tau_mem_fmem', 'T_mem_fmem', 'tau_gen'} <= set(table[0])
+  assert '| tau_mem_fmem | n |' in proc.stdout
+  bad = subprocess.run([sys.executable, '-m', 'jaxdiff.analysis', '--workdirs', out, '--out', out],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  assert bad.returncode == 2 and 'no run directories' in bad.stderr
