@@ -42,6 +42,11 @@ def tiny_config(**overrides):
   c.eval.loss_batch_size = 8
   c.eval.loss_noise_draws = 2
   c.eval.kid_subset_size = 8
+  return apply_overrides(c, overrides)
+
+
+def apply_overrides(c, overrides: dict):
+  """Set dotted fields ('train.num_steps': 10) of config c in place; returns c."""
   for key, value in overrides.items():
     node = c
     *path, last = key.split('.')

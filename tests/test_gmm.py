@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import apply_overrides
 from jaxdiff import config as config_lib
 from jaxdiff import gmm
 from jaxdiff.models import mlp
@@ -36,13 +37,7 @@ def _tiny(**kw):
   c.train.log_every = 10
   c.train.checkpoint_every = 20
   c.train.num_milestones = 3
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return apply_overrides(c, kw)
 
 
 def test_exact_score_is_the_gradient_of_the_exact_log_density():
