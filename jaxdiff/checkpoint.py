@@ -15,6 +15,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from jaxdiff import paths
+
 # Fields that may differ between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = ('train.', 'eval.', 'mesh.', 'data.data_dir', 'data.cache_dir', 'diffusion.sampler',
                      'diffusion.sample_steps', 'diffusion.eta')
@@ -58,7 +60,7 @@ class Checkpoints:
   """Saves and restores `state` pytrees under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, milestones: Sequence[int] = (), keep_milestones: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.directory = paths.path(os.path.join(workdir, 'checkpoints'))  # local, or gs:// for many hosts
     policies = [pp.LatestN(1)]
     if keep_milestones and len(milestones):
       policies.append(pp.CustomSteps(sorted(int(m) for m in milestones)))

@@ -33,12 +33,21 @@ def _multi_worker_env() -> bool:
   return 'MEGASCALE_COORDINATOR_ADDRESS' in os.environ
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
-  """Start `jax.distributed` if asked (arguments) or if the environment is a multi-worker job.
+MODES = ('auto', 'on', 'off')
 
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, mode: str = 'auto') -> bool:
+  """Start `jax.distributed` if asked (arguments, or mode 'on') or if the environment is a multi-worker job.
+
+  mode: 'auto' starts it when the environment names several workers (SLURM, Open MPI, TPU_WORKER_HOSTNAMES,
+  Megascale); 'on' always starts it, letting JAX detect the cluster itself (a Cloud TPU VM slice's workers
+  find each other through the VM metadata server, which 'auto' does not query: the TPU launcher passes
+  --distributed=on for multi-host slices); 'off' never starts it without a coordinator address.
   Returns whether it was started. Must run before anything touches a device.
   """
+  if mode not in MODES:
+    raise ValueError(f'--distributed must be one of {MODES}, got {mode!r}')
   explicit = coordinator_address is not None
   if explicit and (num_processes is None or process_id is None):
     raise ValueError('--coordinator_address needs --num_processes and --process_id as well')
@@ -46,7 +55,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if not 0 <= process_id < num_processes:
       raise ValueError(f'--process_id must be in [0, {num_processes}), got {process_id}')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif _multi_worker_env():
+  elif mode == 'on' or (mode == 'auto' and _multi_worker_env()):
     jax.distributed.initialize()  # cluster auto-detection (TPU VM metadata, SLURM, MPI)
   else:
     return False
@@ -76,3 +85,24 @@ def fetch(x: Any) -> Any:
       return np.asarray(a)
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))
   return jax.tree.map(one, x)
+
+
+_barriers = 0
+
+
+def barrier(name: str, timeout_s: float = 1800.0) -> None:
+  """Wait until every process gets here (the coordination service's barrier; no device collective).
+
+  Processes reach the first collective at different times: one may take minutes longer to start (its
+  compilations miss the persistent cache, which only process 0 writes), while the CPU collectives (gloo)
+  give up on a peer after 30 s. Waiting here first, with a generous timeout, keeps that from failing a run.
+  """
+  global _barriers
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is None:
+    return
+  _barriers += 1
+  client.wait_at_barrier(f'jaxdiff_{name}_{_barriers}', timeout_in_ms=int(timeout_s * 1000))

@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jaxdiff import diffusion, distributed, sharding
+from jaxdiff import diffusion, distributed, paths, sharding
 from jaxdiff import timescales
 from jaxdiff.metrics import memorization, quality
 
@@ -170,19 +170,18 @@ def write_figures(workdir: str, step: int, figs: dict[str, np.ndarray], *, name_
 
 
 def write_summary(workdir: str, history: list[dict[str, Any]], config: ml_collections.ConfigDict,
-                  quality_key: str | None) -> dict[str, Any]:
-  """tau_gen and tau_mem of the run (jaxdiff.timescales) into `<workdir>/summary.json`."""
+                  quality_key: str | None, num_params: int | None = None) -> dict[str, Any]:
+  """tau_gen and tau_mem of the run (jaxdiff.timescales) into `<workdir>/summary.json`, with what the
+  analysis groups runs by (n, width, num_params, batch size, learning rate, optimizer, seed)."""
   ec = config.eval
   summary = timescales.summarize(history, quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
                                  f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold,
                                  loss_gap_relative=ec.loss_gap_relative)
   summary.update(n=config.data.n, width=config.model.width, seed=config.seed, dataset=config.data.name,
-                 batch_size=config.train.batch_size, learning_rate=config.optimizer.learning_rate)
+                 batch_size=config.train.batch_size, learning_rate=config.optimizer.learning_rate,
+                 optimizer=config.optimizer.name, num_params=None if num_params is None else int(num_params))
   path = os.path.join(workdir, SUMMARY_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, path)
+  paths.write_text(path, json.dumps(summary, indent=2))
   logging.info('wrote %s: tau_gen %s, tau_mem (f_mem) %s, tau_mem (loss) %s', path, summary.get('tau_gen'),
                summary.get('tau_mem_fmem'), summary.get('tau_mem_loss'))
   return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -36,9 +37,7 @@ def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, titl
   ax.axis('off')
   if title:
     ax.set_title(title, fontsize=9)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100, bbox_inches='tight')
-  plt.close(fig)
+  _save(fig, path)
   return path
 
 
@@ -67,7 +66,16 @@ def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np
     axes[2 * r, q].set_title(f'{float(ratios[i]):.2f}', fontsize=8, color='red' if memorized[i] else 'black')
   if title:
     fig.suptitle(title + '  (top: sample, bottom: nearest training image, title: d1/d2)', fontsize=9)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100, bbox_inches='tight')
-  plt.close(fig)
+  _save(fig, path)
   return path
+
+
+def _save(fig, path: str) -> None:
+  """PNG to a local or object-store path (jaxdiff.paths), then close the figure."""
+  import matplotlib.pyplot as plt
+  from jaxdiff import paths  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  paths.makedirs(os.path.dirname(path) or '.')
+  paths.write_bytes(path, buf.getvalue())

@@ -26,6 +26,10 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'local processes); TPU VM pods, SLURM and MPI are detected without it.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', list(distributed.MODES),
+    "Multi-process start-up: 'auto' when the environment names several workers (SLURM, MPI, "
+    "TPU_WORKER_HOSTNAMES), 'on' always (JAX detects the cluster, e.g. a multi-host Cloud TPU slice), 'off'.")
 _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Output directory of --mode=eval.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -42,7 +46,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   writers.hide_accelerators_from_tensorflow()
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),

@@ -31,6 +31,7 @@ from flax import nnx
 from jaxdiff import config as config_lib
 from jaxdiff import distributed
 from jaxdiff import evaluate as evaluate_lib
+from jaxdiff import paths
 from jaxdiff import sharding
 from jaxdiff.checkpoint import Checkpoints
 from jaxdiff.families import Family, build_family
@@ -220,10 +221,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   num_steps = tc.num_steps if stop_at_step is None else min(stop_at_step, tc.num_steps)
   batch_size = config_lib.effective_batch_size(config)
   is_primary = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   if is_primary:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, default=list)
+    paths.write_text(os.path.join(workdir, 'config.json'), json.dumps(config.to_dict(), indent=2, default=list))
 
   family = build_family(config, images.train.shape[1:], images.value_range)
   tx = make_optimizer(config.optimizer)
@@ -237,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                images.train.shape[1:], dict(mesh.shape), batch_size)
 
   milestones = log_spaced_milestones(tc.num_steps, tc.num_milestones)
+  distributed.barrier('start')   # before Orbax's first cross-process collective
   ckpt = Checkpoints(workdir, milestones, tc.keep_milestone_checkpoints)
   start = ckpt.latest_step()
   if start is not None:
@@ -296,14 +297,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       ckpt.save(step, state, config)
       logging.warning('stopped at step %d after SIGTERM; run again to resume', step)
 
-  if step == tc.num_steps and is_primary:
+  # Every process closes the checkpoints at the same point (Orbax synchronizes the hosts there) before the
+  # primary's host-only work; the sample grid is a sharded computation that every process joins.
+  ckpt.close()
+  if step == tc.num_steps:
     if evaluator is not None:
-      evaluate_lib.write_summary(workdir, read_metrics(workdir), config, evaluator.quality_key)
+      if is_primary:
+        evaluate_lib.write_summary(workdir, read_metrics(workdir), config, evaluator.quality_key, n_params)
     else:
-      write_sample_grid(config, workdir, family, graphdef, state, images, mesh)
+      write_sample_grid(config, workdir, family, graphdef, state, images, mesh, write=is_primary)
   writer.flush()
   writer.close()
-  ckpt.close()
   return state
 
 
@@ -341,6 +345,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str, out_di
   rep = sharding.replicated(mesh)
   state = distributed.put(state, jax.tree.map(lambda _: rep, state))
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  distributed.barrier('start_eval')
   ckpt = Checkpoints(workdir, log_spaced_milestones(config.train.num_steps, config.train.num_milestones),
                      config.train.keep_milestone_checkpoints)
   saved = ckpt.all_steps()
@@ -360,7 +365,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str, out_di
   ckpt.close()
   summary = {}
   if is_primary:
-    summary = evaluate_lib.write_summary(out_dir, read_metrics(out_dir), config, evaluator.quality_key)
+    summary = evaluate_lib.write_summary(out_dir, read_metrics(out_dir), config, evaluator.quality_key,
+                                         sum(x.size for x in jax.tree.leaves(state.params)))
   return summary
 
 
@@ -371,14 +377,18 @@ def make_sampler(family: Family, graphdef, num: int, mesh):
   return jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, num), out_shardings=out)
 
 
-def write_sample_grid(config, workdir, family, graphdef, state, images, mesh) -> str:
-  """samples.png for runs without evaluation (eval.enabled False or no milestones)."""
+def write_sample_grid(config, workdir, family, graphdef, state, images, mesh, *, write: bool = True) -> str:
+  """samples.png for runs without evaluation (eval.enabled False or no milestones). Every process calls it
+  (the sampler runs on the whole mesh); only those with write=True write the file."""
   params = _eval_params(state)
   sampler = make_sampler(family, graphdef, config.eval.grid_samples, mesh)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
   samples = distributed.fetch(sampler(params, key))
+  path = os.path.join(workdir, 'samples.png')
+  if not write:
+    return path
   from jaxdiff.figures import save_image_grid  # pylint: disable=g-import-not-at-top
-  path = save_image_grid(images.to_pixels(samples), os.path.join(workdir, 'samples.png'),
+  path = save_image_grid(images.to_pixels(samples), path,
                          title=f'{config.eval.grid_samples} samples at step {int(state.step)}')
   logging.info('wrote %s', path)
   return path

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff import paths
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -46,17 +48,15 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """All rows of `<workdir>/metrics.jsonl` (skipping a torn last line from an interrupted write)."""
   path = os.path.join(workdir, METRICS_FILE)
   rows = []
-  if not os.path.exists(path):
-    return rows
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        logging.warning('skipping an unreadable line in %s', path)
+  text = paths.read_text(path)
+  for line in (text or '').splitlines():
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      logging.warning('skipping an unreadable line in %s', path)
   return rows
 
 
@@ -64,7 +64,8 @@ class MetricWriter:
   """Appends scalar rows to metrics.jsonl and mirrors them to clu writers (TensorBoard) if available.
 
   `resume_step`: rows with step > resume_step (logged after the checkpoint a resumed run restarts from)
-  are dropped, so a resumed run's history equals an uninterrupted one.
+  are dropped, so a resumed run's history equals an uninterrupted one. On a local disk a row is appended;
+  on an object store (gs://, no append) the whole file is rewritten with every row.
   """
 
   def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True,
@@ -75,13 +76,10 @@ class MetricWriter:
     self._clu = None
     if not is_primary:
       return
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     rows = [r for r in read_metrics(workdir) if r.get('step', 0) <= resume_step]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      for r in rows:
-        f.write(json.dumps(r) + '\n')
-    os.replace(tmp, self.path)
+    self._lines = [json.dumps(r) + '\n' for r in rows]
+    paths.write_text(self.path, ''.join(self._lines))
     if tensorboard and tensorflow_available():
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._clu = metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
@@ -91,8 +89,13 @@ class MetricWriter:
       return
     row = {'step': int(step)}
     row.update({k: _to_builtin(v) for k, v in scalars.items()})
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    line = json.dumps(row) + '\n'
+    self._lines.append(line)
+    if paths.is_local(self.path):
+      with open(self.path, 'a') as f:
+        f.write(line)
+    else:
+      paths.write_text(self.path, ''.join(self._lines))
     if self._clu is not None:
       self._clu.write_scalars(int(step), {k: v for k, v in row.items()
                                           if k != 'step' and isinstance(v, (int, float))})

@@ -226,7 +226,8 @@ def install_script(*, git_url: str | None = None, git_ref: str | None = None,
   steps = source + [
       uv,
       f'python3 -m uv venv -q --allow-existing --python {shlex.quote(python_version)} {REMOTE_VENV}',
-      f"python3 -m uv pip install -q --python {REMOTE_PYTHON} -e ./{REMOTE_SRC} 'jax[tpu]'",
+      # [gcs]: gcsfs, so that jaxdiff writes gs:// workdirs itself (multi-host slices; TPU VMs have no TF).
+      f"python3 -m uv pip install -q --python {REMOTE_PYTHON} -e './{REMOTE_SRC}[gcs]' 'jax[tpu]'",
       f"{REMOTE_PYTHON} -c 'import jax, jaxdiff; print(jax.__version__, jax.devices())'",
   ]
   return ' && '.join(steps)
@@ -383,7 +384,9 @@ def run_plan(launch: Launch) -> list[Step]:
     raise ValueError('--config is needed to start a run')
   tpus = launch.tpus()
   workdir, url = launch.workdirs()
-  cmds = common.point_commands(launch.config, workdir, python=REMOTE_PYTHON, extra=launch.extra,
+  # A multi-host slice: every worker starts jax.distributed, JAX finding the others through the VM metadata.
+  extra = (*launch.extra, '--distributed=on') if launch.multi_host else tuple(launch.extra)
+  cmds = common.point_commands(launch.config, workdir, python=REMOTE_PYTHON, extra=extra,
                                sweep=launch.sweep, points=launch.points, seeds=launch.seeds,
                                remote_config=f'{REMOTE_SRC}/{common.relative_config(launch.config, launch.repo_root)}',
                                repo_root=launch.repo_root)

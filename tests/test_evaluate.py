@@ -42,6 +42,11 @@ def test_run_writes_eval_rows_figures_and_summary(run_dir):
   assert summary['quality_key'] == 'fd_random_projection'
   assert summary['final']['f_mem'] == rows[-1]['f_mem']
   assert summary['n'] == cfg.data.n and summary['num_milestones'] == len(milestones)
+  # The parameter count (the analysis's p of the (n, p) phase diagram), from the network's abstract shapes.
+  from flax import nnx
+  abstract = nnx.eval_shape(lambda: build_family(cfg, (8, 8, 1)).init(jax.random.PRNGKey(0)))
+  assert summary['num_params'] == sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+  assert summary['optimizer'] == cfg.optimizer.name
   for name in ('samples.png', 'neighbours.png'):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
 

@@ -23,7 +23,7 @@ TAR = ['tar', 'czf', '/tmp/src.tgz', '--exclude=.git', '--exclude=workdirs', '--
 INSTALL = ("rm -rf jaxdiff_src && mkdir -p jaxdiff_src && tar xzf jaxdiff_src.tar.gz -C jaxdiff_src && "
            "(python3 -m pip install -q --user uv || python3 -m pip install -q --user --break-system-packages uv) && "
            "python3 -m uv venv -q --allow-existing --python 3.12 jaxdiff_venv && "
-           "python3 -m uv pip install -q --python jaxdiff_venv/bin/python -e ./jaxdiff_src 'jax[tpu]' && "
+           "python3 -m uv pip install -q --python jaxdiff_venv/bin/python -e './jaxdiff_src[gcs]' 'jax[tpu]' && "
            "jaxdiff_venv/bin/python -c 'import jax, jaxdiff; print(jax.__version__, jax.devices())'")
 NOW = '$(date -u +%FT%TZ)'
 
@@ -89,7 +89,8 @@ def test_dry_run_of_a_sweep_over_two_queued_multi_host_vms(capsys):
              '--config=configs/gmm_mlp.py:cpu,widths', '--sweep', '--workdir=gs://bkt/sweeps/gmm',
              '--tarball=/tmp/src.tgz', '--', '--config.train.num_steps=5000')
   # The sweep's own points (names, seeds): widths 64 and 256 on VM 0, 128 on VM 1. A multi-host slice gets
-  # the gs:// workdir as is, and no summary.json skip (only worker 0 would see it).
+  # the gs:// workdir as is, no summary.json skip (only worker 0 would see it), and --distributed=on (its
+  # workers find each other through the TPU VM metadata).
   _, points = sweep.points_from_spec(os.path.join(ROOT, 'configs/gmm_mlp.py:cpu,widths'), 'gs://bkt/sweeps/gmm')
   seed = {p.name: p.seed for p in points}
   assert sorted(seed) == ['width128', 'width256', 'width64']
@@ -101,7 +102,7 @@ def test_dry_run_of_a_sweep_over_two_queued_multi_host_vms(capsys):
           f'if [ -z "$STOP" ]; then echo "[jaxdiff] point {i + 1}/{len(names)} {n} {NOW}"; '
           f'jaxdiff_venv/bin/python -m jaxdiff.main --config=jaxdiff_src/configs/gmm_mlp.py:cpu,widths '
           f'--workdir=gs://bkt/sweeps/gmm/{n} --config.train.num_steps=5000 --config.gmm.width={n[5:]} '
-          f'--config.seed={seed[n]}; echo "[jaxdiff] {n}: exit code $?"; fi')
+          f'--config.seed={seed[n]} --distributed=on; echo "[jaxdiff] {n}: exit code $?"; fi')
     parts.append(f'echo "[jaxdiff] job end {NOW}"')
     return '; '.join(parts)
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -155,22 +154,37 @@ main.run()
 
 @pytest.mark.slow
 def test_rf_timescales_config_end_to_end(request, tmp_path):
-  """configs/rf_timescales.py in under 3 minutes: tau_mem ~ psi_n (slope 1 +- 0.15) and E_score improves with n.
+  """configs/rf_timescales.py: tau_mem ~ psi_n (slope 1 +- 0.15) and E_score improves with n.
 
-  Measured on the shared 2-core CPU: 66 s (run alone). The slope is fitted to the memorization time of each realized U,
-  psi_p / (Delta_t lambda_n(U)), and to the closed form; the L_gen crossing is recorded (its exponent is
-  ~0.6 at psi_p / psi_n <= 16, see the report) but not asserted.
+  Measured on the shared 2-core CPU: 66 s (run alone). At psi_p = 64 the slope is that of the lower edge of
+  the memorization bulk, psi_p / (Delta_t lambda_n(U)) of each realized U, and of the closed form; the L_gen
+  crossing is recorded but grows slower than n there (the bulk is wide at psi_p / psi_n = 2; see the config's
+  docstring and the next test).
   """
   if not _slow_enabled(request):
     pytest.skip('slow: run with -m slow')
   from configs.rf_timescales import get_config
   from jaxdiff import random_features_run
-  t0 = time.process_time()   # CPU seconds: robust to other jobs sharing the 2 cores
   summary = random_features_run.run(get_config(), str(tmp_path))
-  assert time.process_time() - t0 < 180
   assert abs(summary['tau_mem_exponent_spectral'] - 1) < 0.15
   assert abs(summary['tau_mem_exponent_predicted'] - 1) < 0.15
   assert summary['tau_mem_exponent'] is not None
   best = [summary['tau_mem'][f'{x:g}']['best_e_score'] for x in (4, 8, 16, 32)]
   assert all(a > b for a, b in zip(best, best[1:]))
   assert os.path.exists(tmp_path / 'losses.png')
+
+
+@pytest.mark.slow
+def test_measured_tau_mem_is_linear_in_n_when_psi_p_is_large(request, tmp_path):
+  """configs/rf_timescales.py:wide (psi_p = 256, d = 32): tau_mem measured on the curves, where the
+  seed-averaged L_gen reaches half its final value (timescales.first_crossing, as for U-Net runs), grows like
+  psi_n: slope 1 +- 0.15. Measured on an H200: 1.02 (15 s); on a 2-core CPU the eight 8192 x 8192 float64
+  eigendecompositions take tens of minutes.
+  """
+  if not _slow_enabled(request):
+    pytest.skip('slow: run with -m slow')
+  from configs.rf_timescales import get_config
+  from jaxdiff import random_features_run
+  summary = random_features_run.run(get_config('wide'), str(tmp_path))
+  assert abs(summary['tau_mem_exponent'] - 1) < 0.15, summary['tau_mem_exponent']
+  assert abs(summary['tau_mem_exponent_spectral'] - 1) < 0.15

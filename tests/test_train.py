@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_python, tiny_config
+from conftest import ROOT, run_python, tiny_config, xla_flags
 from jaxdiff import train
 from jaxdiff.checkpoint import CheckpointError
 from jaxdiff.writers import read_metrics
@@ -111,7 +111,7 @@ def test_sigterm_saves_and_resume_finishes(cfg, tmp_path):
           "from jaxdiff import train;"
           f"c = ml_collections.ConfigDict({cfg.to_dict()!r});"
           f"s = train.train_and_evaluate(c, {str(tmp_path)!r}); print('STOPPED_AT', int(s.step))")
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
   proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=env, cwd=ROOT)
@@ -141,7 +141,7 @@ assert jax.device_count() == 8
 out = []
 for n_dev in (1, 8):
   c = tiny_config(**{{'data.n': 16, 'train.batch_size': 8, 'mesh.data': n_dev, 'train.num_steps': 12,
-                     'data.cache_dir': {cache_dir!r}, 'model.dropout': 0.1,
+                     'data.cache_dir': {cache_dir!r}, 'model.dropout': 0.1, 'eval.enabled': False,
                      'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05}})
   s = train.train_and_evaluate(c, tempfile.mkdtemp())
   leaf = jax.tree.leaves(s.params)[0]
