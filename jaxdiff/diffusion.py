@@ -68,11 +68,16 @@ def eps_loss_at(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, t: jax.Array,
   return jnp.mean(jnp.square(err), axis=tuple(range(1, x0.ndim)))
 
 
-def ddpm_loss(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, key: jax.Array) -> jax.Array:
-  """The DDPM training loss: mean over the batch of the eps-MSE with t uniform in 1..T-1."""
+def ddpm_losses(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, key: jax.Array) -> jax.Array:
+  """Per-example DDPM training losses [B]: the eps-MSE with t uniform in 1..T-1."""
   k_t, k_noise = jax.random.split(key)
   t = jax.random.randint(k_t, (x0.shape[0],), 1, schedule.num_steps)
-  return jnp.mean(eps_loss_at(schedule, eps_fn, x0, t, k_noise))
+  return eps_loss_at(schedule, eps_fn, x0, t, k_noise)
+
+
+def ddpm_loss(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, key: jax.Array) -> jax.Array:
+  """The DDPM training loss: the batch mean of `ddpm_losses`."""
+  return jnp.mean(ddpm_losses(schedule, eps_fn, x0, key))
 
 
 def ddim_timesteps(num_steps: int, sample_steps: int) -> jax.Array:

@@ -194,6 +194,23 @@ def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch
   return jax.jit(chunk, donate_argnums=0)
 
 
+def family_loss_fn(family, graphdef) -> LossFn:
+  """The LossFn of a model family (jaxdiff.families, e.g. the DDPM U-Net) whose parameters are the `nnx.Param`
+  state of `graphdef`: per-example losses weighted by the member's batch mask. With every weight 1 it is
+  the family's own training loss, so a member follows the solo run of `train.train_step` with its key."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  def loss_fn(params, batch, weight, key):
+    return weighted_mean(family.losses(nnx.merge(graphdef, params), batch, key, train=True), weight)
+  return loss_fn
+
+
+def family_init_fn(family) -> Callable[[jax.Array], Any]:
+  """init_fn(key) -> the family network's parameters (`nnx.Param` state), for `init_state`."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  return lambda key: nnx.state(family.init(key), nnx.Param)
+
+
 def member(tree: Any, i: int) -> Any:
   """Member i of a stacked pytree (leaves [E, ...] -> [...])."""
   return jax.tree.map(lambda x: x[i], tree)
@@ -205,5 +222,5 @@ def stack(trees: Sequence[Any]) -> Any:
 
 
 __all__ = ['EnsembleState', 'LossFn', 'pad_stack', 'static_batch_size', 'batch_indices', 'weighted_mean',
-           'member_step', 'init_state', 'ensemble_step', 'member_sharding', 'make_train_chunk', 'member',
-           'stack']
+           'member_step', 'init_state', 'ensemble_step', 'member_sharding', 'make_train_chunk',
+           'family_loss_fn', 'family_init_fn', 'member', 'stack']

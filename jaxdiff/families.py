@@ -47,10 +47,14 @@ class DDPM:
     y = y if self.config.model.num_classes > 0 else None
     return lambda x, t: model(x, t, y, train=train, key=key)
 
-  def loss(self, model, batch: Batch, key, *, train: bool):
+  def losses(self, model, batch: Batch, key, *, train: bool):
+    """Per-example training losses [B] (an ensemble member weights them to mask its padding)."""
     k_loss, k_drop = jax.random.split(key)
     eps_fn = self._eps_fn(model, batch.get('y'), train=train, key=k_drop)
-    return diffusion.ddpm_loss(self.schedule, eps_fn, batch['x'], k_loss)
+    return diffusion.ddpm_losses(self.schedule, eps_fn, batch['x'], k_loss)
+
+  def loss(self, model, batch: Batch, key, *, train: bool):
+    return jnp.mean(self.losses(model, batch, key, train=train))
 
   def loss_at(self, model, x, t, key):
     """Per-example eps-MSE at steps t, without dropout (evaluation). x: [B, H, W, C], t: [B] -> [B]."""

@@ -30,6 +30,7 @@ from flax import nnx
 
 from jaxdiff import config as config_lib
 from jaxdiff import distributed
+from jaxdiff import ensemble as ensemble_lib
 from jaxdiff import evaluate as evaluate_lib
 from jaxdiff import paths
 from jaxdiff import sharding
@@ -86,12 +87,14 @@ def create_train_state(family: Family, tx: optax.GradientTransformation, seed: i
 
 
 def draw_batch(data: dict[str, jax.Array], rng: jax.Array, step: jax.Array, batch_size: int) -> dict:
-  """The batch of `step`: epoch e = step // (n // B) uses permutation(fold_in(rng, e)) of the n examples."""
+  """The batch of `step`, epoch by epoch without replacement (epoch e = step // (n // B) orders the n
+  examples by uniform keys drawn from fold_in(fold_in(rng, 1), e); B >= n: the whole set in order).
+
+  The same draw as a member of a vectorized ensemble (`ensemble.batch_indices`), so that an ensemble member
+  trains exactly like the solo run with its key.
+  """
   n = data['x'].shape[0]
-  steps_per_epoch = n // batch_size
-  epoch, pos = step // steps_per_epoch, step % steps_per_epoch
-  perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(rng, 1), epoch), n)
-  idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+  idx, _ = ensemble_lib.batch_indices(rng, step, n, n_max=n, batch_size=batch_size)
   return {k: v[idx] for k, v in data.items()}
 
 
