@@ -87,6 +87,17 @@ def fetch(x: Any) -> Any:
   return jax.tree.map(one, x)
 
 
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process (every process must call it at the same point).
+
+  A preemption notice (SIGTERM) reaches the hosts of a slice at different moments; agreeing on it at the
+  same chunk boundary makes every process save the same step and stop together.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.bool_))))
+
+
 _barriers = 0
 
 

@@ -272,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   last_log_step, last_log_time = step, time.perf_counter()
   t_start, step_start = last_log_time, step
   with _Preemption() as preemption:
-    while step < num_steps and not preemption.requested:
+    while step < num_steps and not distributed.any_process(preemption.requested):
       n = min(next_boundary(step) - step, tc.steps_per_dispatch)
       state = chunk(state, data, jnp.int32(n), jnp.bool_(reset))
       step += n
@@ -296,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                             figures=is_primary and step == tc.num_steps)
       if step in milestone_set or step % tc.checkpoint_every == 0 or step == num_steps:
         ckpt.save(step, state, config)
-    if preemption.requested and step < num_steps:
+    if step < num_steps:   # stopped early: SIGTERM reached at least one process
       ckpt.save(step, state, config)
       logging.warning('stopped at step %d after SIGTERM; run again to resume', step)
 
