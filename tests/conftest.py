@@ -55,6 +55,32 @@ def tiny_config(**overrides):
   return apply_overrides(c, overrides)
 
 
+def tiny_gmm_config(**overrides):
+  """The Gaussian-mixture problem of the GMM and sweep tests: d = 4, n in {8, 16}, 40 Adam steps."""
+  from jaxdiff.config import default_config
+  c = default_config()
+  c.family = 'gmm'
+  c.gmm.d = 4
+  c.gmm.n = (8, 16)
+  c.gmm.width = 16
+  c.gmm.num_blocks = 2
+  c.gmm.sample_steps = 20
+  c.gmm.kl_samples = 32
+  c.gmm.kl_steps = 10
+  c.gmm.num_test = 64
+  c.gmm.analysis = False
+  c.eval.num_samples = 64
+  c.eval.bootstrap_resamples = 100
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 3e-3
+  c.train.batch_size = 1024
+  c.train.num_steps = 40
+  c.train.log_every = 10
+  c.train.checkpoint_every = 20
+  c.train.num_milestones = 3
+  return apply_overrides(c, overrides)
+
+
 def apply_overrides(c, overrides: dict):
   """Set dotted fields ('train.num_steps': 10) of config c in place; returns c."""
   for key, value in overrides.items():

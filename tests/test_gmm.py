@@ -10,34 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import apply_overrides
+from conftest import tiny_gmm_config
 from jaxdiff import config as config_lib
 from jaxdiff import gmm
 from jaxdiff.models import mlp
-
-
-def _tiny(**kw):
-  c = config_lib.default_config()
-  c.family = 'gmm'
-  c.gmm.d = 4
-  c.gmm.n = (8, 16)
-  c.gmm.width = 16
-  c.gmm.num_blocks = 2
-  c.gmm.sample_steps = 20
-  c.gmm.kl_samples = 32
-  c.gmm.kl_steps = 10
-  c.gmm.num_test = 64
-  c.gmm.analysis = False
-  c.eval.num_samples = 64
-  c.eval.bootstrap_resamples = 100
-  c.optimizer.name = 'adam'
-  c.optimizer.learning_rate = 3e-3
-  c.train.batch_size = 1024
-  c.train.num_steps = 40
-  c.train.log_every = 10
-  c.train.checkpoint_every = 20
-  c.train.num_milestones = 3
-  return apply_overrides(c, kw)
 
 
 def test_exact_score_is_the_gradient_of_the_exact_log_density():
@@ -117,7 +93,7 @@ def test_member_data_are_nested_across_n():
 
 def test_ensemble_member_matches_the_solo_run_of_its_config():
   # The ensemble of the run test below (compiled once); member n = 8 is padded to 16 rows.
-  config = _tiny()
+  config = tiny_gmm_config()
   trainer = gmm.Trainer(config)
   trainer.train(30)
   i = 0
@@ -138,7 +114,7 @@ def _rows(workdir, member):
 
 
 def test_run_writes_metrics_and_summaries_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
-  config = _tiny()
+  config = tiny_gmm_config()
   workdir, fresh = str(tmp_path / 'run'), str(tmp_path / 'fresh')
   assert gmm.run(config, workdir, stop_at_step=20) == {}      # interrupted: a checkpoint, no summary
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
@@ -180,13 +156,13 @@ def test_conditional_model_drops_labels_in_training_and_guides_in_sampling():
 
 
 def test_bad_gmm_config_names_the_field():
-  c = _tiny(**{'gmm.n': (8, 8)})
+  c = tiny_gmm_config(**{'gmm.n': (8, 8)})
   with pytest.raises(ValueError, match='gmm.n'):
     config_lib.validate(c)
-  c = _tiny(**{'gmm.quality': 'kl', 'gmm.kl_samples': 0})
+  c = tiny_gmm_config(**{'gmm.quality': 'kl', 'gmm.kl_samples': 0})
   with pytest.raises(ValueError, match='gmm.quality'):
     config_lib.validate(c)
-  c = _tiny(**{'gmm.t_min': 2.0, 'gmm.t_max': 1.0})
+  c = tiny_gmm_config(**{'gmm.t_min': 2.0, 'gmm.t_max': 1.0})
   with pytest.raises(ValueError, match='gmm.t_min'):
     config_lib.validate(c)
 

@@ -16,33 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The same tiny problem as tests/test_gmm.py (compilations are shared within the test process); the sweeps
 # are over the learning rate and over seeds (which compiles nothing new).
 CONFIG_FILE = '''
-from jaxdiff.config import default_config
+import sys
+sys.path.insert(0, TESTS_DIR)
+from conftest import tiny_gmm_config
 from jaxdiff.sweep import product
 
 
 def get_config(arg=''):
-  c = default_config()
-  c.family = 'gmm'
-  c.seed = 3
-  c.gmm.d = 4
-  c.gmm.n = (8, 16)
-  c.gmm.width = 16
-  c.gmm.num_blocks = 2
-  c.gmm.sample_steps = 20
-  c.gmm.kl_samples = 32
-  c.gmm.kl_steps = 10
-  c.gmm.num_test = 64
-  c.gmm.analysis = False
-  c.eval.num_samples = 64
-  c.eval.bootstrap_resamples = 100
-  c.optimizer.name = 'adam'
-  c.optimizer.learning_rate = 3e-3
-  c.train.batch_size = 1024
-  c.train.num_steps = 40
-  c.train.log_every = 10
-  c.train.checkpoint_every = 20
-  c.train.num_milestones = 3
-  return c
+  return tiny_gmm_config(seed=3)
 
 
 def sweep(arg=''):
@@ -50,7 +31,7 @@ def sweep(arg=''):
     return product({'seed': [3, 4]})
   rates = [3e-3, 1e-2] if arg == 'small' else [3e-3, 1e-2, 3e-2]
   return product({'optimizer.learning_rate': rates, 'gmm.mu_scale': [1.0]})
-'''
+'''.replace('TESTS_DIR', repr(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
