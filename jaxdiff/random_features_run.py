@@ -10,9 +10,11 @@ with the nested training sets of every psi_n (one pass over the largest), and tr
 Writes to `workdir`:
 - metrics.jsonl: one row per (psi_p, t, psi_n, seed, evaluation time) with tau, loss_train, loss_test,
   loss_gen, e_score (and `step`: the evaluation index for the exact flow, the step count otherwise);
-- summary.json: tau_mem per psi_n, measured (first crossing of L_gen above its threshold, by
-  `jaxdiff.timescales`, on the seed-averaged curve) and predicted (psi_p / (Delta_t lambda_min)), the fitted
-  exponent of tau_mem against psi_n (`tau_mem_exponent`), the best E_score per psi_n, the coefficients
+- summary.json: tau_mem per psi_n: measured (paper 1's psi_p / (Delta_t lambda_min) with lambda_min the lower
+  edge of the memorization bulk of each realized U), predicted (the same from the closed-form edge) and curve
+  (first crossing of the seed-averaged L_gen above its threshold, by `jaxdiff.timescales`, as for U-Net runs);
+  the fitted exponents of each against psi_n (`tau_mem_exponent` for the measured one,
+  `tau_mem_exponent_predicted`, `tau_mem_exponent_curve`), the best E_score per psi_n, the coefficients
   a_t, b_t, v_t^2, s_t^2, and the spectrum check (bulk edges, KS distance) of the first model;
 - spectrum.png (eigenvalues of U of one model against the theoretical density), losses.png (L_train, L_test,
   L_gen, E_score against tau and against tau / tau_mem predicted: the collapse), phase.png (L_gen over
@@ -215,33 +217,36 @@ def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theor
   out: dict[str, Any] = {'psi_p': g['psi_p'], 't': g['t'], 'p': g['p'], 'n': g['n'],
                          'psi_n': [float(x) for x in r.psi_n], 'tau_mem': {}, 'tau_mem_exponent': None}
   gen = curves['loss_gen'].mean(0)               # [L, T] seed average
-  measured, predicted, spectral = [], [], []
+  measured, predicted, curve = [], [], []
   for i, psi_n in enumerate(r.psi_n):
     level = r.tau_mem_threshold if r.tau_mem_threshold > 0 else r.tau_mem_fraction * gen[i, -1]
-    tm = timescales.first_crossing(times, gen[i], level) if level > 0 else None
-    per_seed = [timescales.first_crossing(times, curves['loss_gen'][s, i], level) if level > 0 else None
-                for s in range(curves['loss_gen'].shape[0])]
+    crossing = timescales.first_crossing(times, gen[i], level) if level > 0 else None
+    crossing_per_seed = [timescales.first_crossing(times, curves['loss_gen'][s, i], level) if level > 0 else None
+                         for s in range(curves['loss_gen'].shape[0])]
     pred = theory.predicted_tau_mem(coef, g['psi_p'], psi_n)
+    # The paper's tau_mem = psi_p / (Delta_t lambda_min), lambda_min the lower edge of the memorization bulk:
+    # measured on each realized U as its n-th largest eigenvalue (None where psi_n >= psi_p: no bulk).
     with np.errstate(divide='ignore', invalid='ignore'):
-      spec = g['psi_p'] / (coef.delta * g['lam_n'][:, i])
-    spec = float(np.exp(np.mean(np.log(spec)))) if np.all(np.isfinite(spec) & (spec > 0)) else None
+      per_seed = g['psi_p'] / (coef.delta * g['lam_n'][:, i])
+    ok = bool(psi_n < g['psi_p'] and np.all(np.isfinite(per_seed) & (per_seed > 0)))
+    spec = float(np.exp(np.mean(np.log(per_seed)))) if ok else None
     e_score = curves['e_score'].mean(0)[i]
     best = int(np.nanargmin(e_score)) if np.isfinite(e_score).any() else None
     out['tau_mem'][f'{psi_n:g}'] = {
-        'measured': tm, 'measured_per_seed': per_seed, 'threshold': float(level),
+        'measured': spec, 'measured_per_seed': [float(x) for x in per_seed] if ok else None,
         'predicted': pred if math.isfinite(pred) else None,
         'predicted_asymptotic': theory.asymptotic_tau_mem(coef, psi_n),
-        'spectral': spec,
+        'curve': crossing, 'curve_per_seed': crossing_per_seed, 'curve_threshold': float(level),
         'best_e_score': None if best is None else float(e_score[best]),
         'tau_best_e_score': None if best is None else float(times[best]),
         'final_loss_gen': float(gen[i, -1]),
     }
-    measured.append(tm)
+    measured.append(spec)
     predicted.append(pred if math.isfinite(pred) else None)
-    spectral.append(spec)
+    curve.append(crossing)
   if len(r.psi_n) >= 2:
     for name, values in (('tau_mem_exponent', measured), ('tau_mem_exponent_predicted', predicted),
-                         ('tau_mem_exponent_spectral', spectral)):
+                         ('tau_mem_exponent_curve', curve)):
       try:
         fit = timescales.fit_power_law(list(r.psi_n), values)
         out[name] = fit['alpha']
@@ -437,13 +442,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'tau_mem': first['tau_mem'], 'tau_mem_exponent': first.get('tau_mem_exponent'),
       'tau_mem_exponent_interval': first.get('tau_mem_exponent_interval'),
       'tau_mem_exponent_predicted': first.get('tau_mem_exponent_predicted'),
-      'tau_mem_exponent_spectral': first.get('tau_mem_exponent_spectral'),
-      'tau_mem_definition': ('first tau where the seed-averaged L_gen = L_test - L_train exceeds '
-                             + (f'{r.tau_mem_threshold:g}' if r.tau_mem_threshold > 0
-                                else f'{r.tau_mem_fraction:g} x its value at tau_max')
-                             + '; predicted: psi_p / (Delta_t lambda_min), lambda_min = s_t^2 + v_t^2 '
-                             '(1 - sqrt(psi_p / psi_n))^2; spectral: psi_p / (Delta_t lambda_n(U)), '
-                             'lambda_n the n-th largest eigenvalue of the realized U (geometric mean over seeds)'),
+      'tau_mem_exponent_curve': first.get('tau_mem_exponent_curve'),
+      'tau_mem_exponent_curve_interval': first.get('tau_mem_exponent_curve_interval'),
+      'tau_mem_definition': {
+          'measured': ('psi_p / (Delta_t lambda_n(U)), lambda_n the n-th largest eigenvalue of each realized U '
+                       '(the lower edge of the memorization bulk rho_1; paper 1), geometric mean over seeds'),
+          'predicted': ('psi_p / (Delta_t lambda_min), lambda_min = s_t^2 + v_t^2 (1 - sqrt(psi_p / psi_n))^2 '
+                        '(high-dimensional limit)'),
+          'curve': ('first tau where the seed-averaged L_gen = L_test - L_train exceeds '
+                    + (f'{r.tau_mem_threshold:g}' if r.tau_mem_threshold > 0
+                       else f'{r.tau_mem_fraction:g} x its value at tau_max')
+                    + ' (jaxdiff.timescales, as for U-Net runs); grows slower than n where the bulk is wide '
+                    '(psi_p / psi_n small), like n for psi_p >> psi_n'),
+      },
       'groups': summaries,
       'coefficients': [dict(t=c.t, delta=c.delta, a=c.a, b=c.b, v2=c.v2, s2=c.s2, mu0=c.mu0) for c in coefs],
       'spectrum_check': check,
