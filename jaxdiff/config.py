@@ -32,6 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
       n=1024,              # training-set size
       block=0,             # training set = images[block * n:(block + 1) * n]
       n_test=2048,         # held-out test images
+      test_split='test',   # TFDS: test images from split 'test', or 'train' (its last n_test images, disjoint
+                           # from every training block; CelebA's test split holds 19,962, paper 1's FID 50,000)
       image_size=32,
       grayscale=True,
       center_crop=False,   # crop the largest centred square before resizing (CelebA)
@@ -98,7 +100,9 @@ def default_config() -> ml_collections.ConfigDict:
       loss_batch_size=256,
       features='random_projection',  # quality feature space: 'random_projection', 'pixels', 'inception', ''
       inception_weights='',    # path of pt_inception-2015-12-05-6726825d.pth ('' = cache / download)
-      num_reference=0,         # test images for quality (0 = all of data.n_test)
+      num_reference=0,         # test images per reference set for quality (0 = data.n_test // num_reference_sets)
+      num_reference_sets=1,    # disjoint reference sets of the test images: fd/kid/sw are their mean, *_set_std
+                               # the spread (paper 1: 10,000 samples against 5 disjoint sets of 10,000)
       kid_subset_size=1000,
       tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
@@ -209,6 +213,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _require(value > 0, field, f'must be positive, got {value}')
   _require(d.n_test >= 0, 'data.n_test', f'must be >= 0, got {d.n_test}')
   _require(d.block >= 0, 'data.block', f'must be >= 0, got {d.block}')
+  _require(d.test_split in ('test', 'train'), 'data.test_split',
+           f"must be 'test' or 'train', got {d.test_split!r}")
   _require(d.centering in CENTERINGS, 'data.centering', f'must be one of {CENTERINGS}, got {d.centering!r}')
   _require(d.scale > 0, 'data.scale', f'must be positive, got {d.scale}')
   _require(m.name in MODELS, 'model.name', f'must be one of {MODELS}, got {m.name!r}')
@@ -246,6 +252,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
            f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
   _require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
+  _require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
+  if config.family == 'ddpm' and e.enabled and e.features:
+    sets, per_set = e.num_reference_sets, e.num_reference or d.n_test // e.num_reference_sets
+    _require(sets * per_set <= d.n_test, 'eval.num_reference',
+             f'{sets} disjoint reference set(s) of {per_set} test images need data.n_test >= {sets * per_set}, '
+             f'got {d.n_test}')
+    _require(sets == 1 or per_set >= 2, 'eval.num_reference_sets',
+             f'{sets} disjoint reference sets of data.n_test = {d.n_test} images leave {per_set} image(s) per '
+             'set (need >= 2)')
   _require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')
   _require(0 <= e.f_mem_threshold < 1, 'eval.f_mem_threshold', f'must be in [0, 1), got {e.f_mem_threshold}')
   _require(t.loop in ('auto', 'device', 'host'), 'train.loop',

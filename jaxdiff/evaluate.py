@@ -9,7 +9,9 @@ a step returns the scalars of one metrics.jsonl row (SPEC "Definitions"):
   held-out test set, averaged over `eval.loss_noise_draws` fixed noise draws (the same at every milestone, so
   L_test - L_train is a smooth curve);
 - quality (`fd`, `kid`, `kid_std`, `sw`) between samples and test images in the feature space
-  `eval.features` ('random_projection' and 'pixels' need no weights; 'inception' is the pytorch-fid network).
+  `eval.features` ('random_projection' and 'pixels' need no weights; 'inception' is the pytorch-fid network),
+  averaged over `eval.num_reference_sets` disjoint blocks of the test set, with `<metric>_set_std` their spread
+  when there are several (paper 1: 10,000 samples against 5 disjoint sets of 10,000 test images).
 
 Every random draw comes from (config.seed, step), so an evaluation is reproducible and a resumed run writes
 the rows an uninterrupted one would. The host only gathers scalars and the few images of the figures.
@@ -90,13 +92,14 @@ class Evaluator:
       self._loss_sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec), n)
     self._loss = jax.jit(self._fixed_time_loss)
 
-    # Quality: reference features of the test images, once.
+    # Quality: features of `num_reference_sets` disjoint blocks of the test images, once.
     self.extractor = None
+    self.ref_features: list[jax.Array] = []
     if ec.features and images.test.shape[0] >= 2:
       kw = {'weights_path': ec.inception_weights or None} if ec.features == 'inception' else {}
       self.extractor = jax.jit(quality.feature_extractor(ec.features, **kw))
-      ref = images.to_pixels(images.test[:ec.num_reference] if ec.num_reference else images.test)
-      self.ref_features = self._features(ref)
+      for block in reference_blocks(images.test.shape[0], ec.num_reference, ec.num_reference_sets):
+        self.ref_features.append(self._features(images.to_pixels(images.test[block])))
 
   # ------------------------------------------------------------------ pieces
 
@@ -142,10 +145,7 @@ class Evaluator:
     if 'loss_test_t' in scalars:
       scalars['loss_gap_t'] = scalars['loss_test_t'] - scalars['loss_train_t']
     if self.extractor is not None:
-      q = quality.quality_metrics(distributed.fetch(self._features(self.to_pixels(samples))),
-                                  distributed.fetch(self.ref_features), k_quality,
-                                  kid_subset_size=self.ec.kid_subset_size)
-      scalars.update({f'{k}_{self.ec.features}': v for k, v in q.items()})
+      scalars.update(self._quality(samples, k_quality))
     g = min(self.ec.grid_samples, self.num_samples)
     figs = distributed.fetch({'samples': self.to_pixels(samples[:g]), 'ratio': mem['ratio'][:g],
                            'index': mem['index'][:g], 'memorized': mem['memorized'][:g]})
@@ -153,9 +153,34 @@ class Evaluator:
     figs['neighbours'] = self.images.to_pixels(self.images.train[figs['index']])
     return scalars, figs
 
+  def _quality(self, samples: jax.Array, key: jax.Array) -> dict[str, float]:
+    """fd / kid / kid_std / sw of the samples against each reference set: their mean, and with several sets
+    `<metric>_set_std`, the standard deviation across sets (paper 1 reports FID as mean +- std over 5)."""
+    feats = distributed.fetch(self._features(self.to_pixels(samples)))
+    per_set = [quality.quality_metrics(feats, distributed.fetch(ref), jax.random.fold_in(key, j),
+                                       kid_subset_size=self.ec.kid_subset_size)
+               for j, ref in enumerate(self.ref_features)]
+    out = {}
+    for k in per_set[0]:
+      values = np.array([q[k] for q in per_set], np.float64)
+      out[f'{k}_{self.ec.features}'] = float(values.mean())
+      if len(per_set) > 1 and k != 'kid_std':
+        out[f'{k}_{self.ec.features}_set_std'] = float(values.std(ddof=1))
+    return out
+
   @property
   def quality_key(self) -> str | None:
     return f'fd_{self.ec.features}' if self.extractor is not None else None
+
+
+def reference_blocks(n_test: int, num_reference: int, num_sets: int) -> list[slice]:
+  """Disjoint consecutive blocks of the test set: `num_sets` of `num_reference` images each (0: as many as fit
+  evenly). Raises ValueError naming the field when the test set is too small."""
+  per_set = num_reference or n_test // num_sets
+  if num_sets * per_set > n_test or per_set < 2:
+    raise ValueError(f"config field 'eval.num_reference': {num_sets} disjoint reference set(s) of {per_set} "
+                     f'test images need {num_sets * max(per_set, 2)} test images, the data has {n_test}')
+  return [slice(j * per_set, (j + 1) * per_set) for j in range(num_sets)]
 
 
 def write_figures(workdir: str, step: int, figs: dict[str, np.ndarray], *, name_suffix: str = '') -> list[str]:

@@ -11,6 +11,9 @@ def test_defaults_and_shipped_configs_are_valid():
   config_lib.validate(config_lib.default_config(), num_devices=1)
   for name in ('quickstart', 'celeba_unet', 'cifar10_unet'):
     config_lib.validate(importlib.import_module(f'configs.{name}').get_config(), num_devices=1)
+  fid = importlib.import_module('configs.celeba_unet').get_config('fid')
+  config_lib.validate(fid, num_devices=1)
+  assert fid.eval.num_reference * fid.eval.num_reference_sets == fid.data.n_test == 50_000
 
 
 @pytest.mark.parametrize('field,value,match', [

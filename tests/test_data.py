@@ -19,7 +19,7 @@ from jaxdiff.data import images as images_lib
 def data_config(tmp_path, **overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(dict(
       name='digits', n=64, block=0, n_test=100, image_size=16, grayscale=True, center_crop=False,
-      centering='pixel', scale=1.0, data_dir='', cache_dir=str(tmp_path / 'cache')))
+      centering='pixel', scale=1.0, data_dir='', cache_dir=str(tmp_path / 'cache'), test_split='test'))
   c.update(overrides)
   return c
 
@@ -220,6 +220,29 @@ def test_tfds_celeb_a_crop_resize_grayscale(tmp_path):
   expected = data_lib.preprocess(raw, image_size=32, grayscale=True, center_crop=True)
   np.testing.assert_allclose(d.to_pixels(d.train), expected, atol=0.5 / 255 + 1e-6)
   assert 'tensorflow' not in sys.modules
+
+
+def test_test_images_held_out_from_the_end_of_the_train_split(tmp_path):
+  """data.test_split='train': the test images are the last n_test records of split 'train' (CelebA's test
+  split is too small for paper 1's 5 x 10,000 FID references); cached; too many asked names the fields."""
+  cfg = data_config(tmp_path, name='celeb_a', n=8, block=1, n_test=3, image_size=16, center_crop=True,
+                    test_split='train')
+  with tfds.testing.mock_data(num_examples=20):
+    d = data_lib.load_images(cfg)
+    source = tfds.data_source('celeb_a', split='train', download=False)
+    raw = np.stack([source[i]['image'] for i in range(17, 20)])
+    with pytest.raises(ValueError, match=r"'data.n_test'.*data.n=8, data.block=1"):
+      data_lib.load_images(data_config(tmp_path, name='celeb_a', n=8, block=1, n_test=5, image_size=16,
+                                       center_crop=True, test_split='train'))
+  expected = data_lib.preprocess(raw, image_size=16, grayscale=True, center_crop=True)
+  np.testing.assert_allclose(d.to_pixels(d.test), expected, atol=0.5 / 255 + 1e-6)
+  # A second load, with no TFDS data at all, comes from the cache (the tail's own cache file).
+  again = data_lib.load_images(cfg)
+  np.testing.assert_array_equal(again.test, d.test)
+  with pytest.raises(ValueError, match="'data.n'.*minus data.n_test=100000"):
+    data_lib.load_images(data_config(tmp_path, name='celeb_a', n=65536, n_test=100_000, test_split='train'))
+  with pytest.raises(ValueError, match="'data.test_split'"):
+    data_lib.load_images(data_config(tmp_path, name='celeb_a', test_split='validation'))
 
 
 def test_tfds_cifar10_color_and_labels(tmp_path):

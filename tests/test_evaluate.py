@@ -104,6 +104,38 @@ def test_copies_of_training_images_are_memorized_and_held_out_images_are_not(sou
     assert scalars['f_mem'] <= 0.1 and scalars['f_mem_lo'] <= scalars['f_mem'] <= scalars['f_mem_hi']
 
 
+def test_quality_is_averaged_over_disjoint_reference_sets(cache_dir):
+  """eval.num_reference_sets = 3: fd is the mean of the Frechet distances to three disjoint blocks of the test
+  set (float64 reference per block) and fd_*_set_std their spread; too few test images name the field."""
+  from jaxdiff import config as config_lib
+  from jaxdiff.metrics import quality
+  cfg = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 96, 'eval.num_samples': 32,
+                       'eval.sample_batch_size': 32, 'eval.grid_samples': 32, 'eval.num_reference': 30,
+                       'eval.num_reference_sets': 3})
+  mesh, images = train.prepare(cfg)
+  family = build_family(cfg, images.train.shape[1:], images.value_range)
+  graphdef, state = train.create_train_state(family, train.make_optimizer(cfg.optimizer), 0, False)
+  ev = evaluate.Evaluator(cfg, _Replay(family, images.test[90:]), graphdef, images, mesh)
+  scalars, figs = ev.evaluate(state.params, 3)
+  extract = quality.feature_extractor(cfg.eval.features)
+  gen = np.asarray(extract(jnp.asarray(figs['samples'])), np.float64)
+  fds = []
+  for j in range(3):
+    ref = np.asarray(extract(jnp.asarray(images.to_pixels(images.test[30 * j:30 * (j + 1)]))), np.float64)
+    mu1, mu2 = gen.mean(0), ref.mean(0)
+    c1, c2 = np.cov(gen, rowvar=False), np.cov(ref, rowvar=False)
+    w = np.linalg.eigvals(c1 @ c2)
+    fds.append(float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(w.clip(0)).real.sum()))
+  assert len(set(np.round(fds, 6))) == 3          # the blocks differ
+  assert scalars['fd_random_projection'] == pytest.approx(np.mean(fds), rel=1e-3)
+  assert scalars['fd_random_projection_set_std'] == pytest.approx(np.std(fds, ddof=1), rel=1e-2)
+  assert {'kid_random_projection_set_std', 'sw_random_projection_set_std'} <= set(scalars)
+  assert [(b.start, b.stop) for b in evaluate.reference_blocks(96, 0, 3)] == [(0, 32), (32, 64), (64, 96)]
+  bad = tiny_config(**{'data.n_test': 96, 'eval.num_reference': 40, 'eval.num_reference_sets': 3})
+  with pytest.raises(ValueError, match="'eval.num_reference'.*n_test >= 120"):
+    config_lib.validate(bad, num_devices=1)
+
+
 def test_evaluation_is_the_same_on_eight_devices(run_dir):
   """Samples split over 8 devices, loss chunks sharded: the same row as on one device."""
   cfg, workdir = run_dir

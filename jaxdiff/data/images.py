@@ -11,7 +11,8 @@ Sources:
   * 'sklearn_digits': the 1797 8x8 digits of scikit-learn (values 0..16), same permutation rule.
   * 'mnist', 'cifar10', 'celeb_a': TensorFlow Datasets, read without TensorFlow through
     `tfds.data_source` (random access to array_record files). Training images come from split 'train',
-    test images from split 'test'. Only the records needed are read; the prepared (cropped, grayscaled,
+    test images from split 'test', or with `test_split='train'` the last n_test images of split 'train'
+    (disjoint from every training block: paper 1's 5 x 10,000 CelebA reference images exceed its test split). Only the records needed are read; the prepared (cropped, grayscaled,
     resized) uint8 arrays are cached as .npy files under `cache_dir`, so later runs never touch TFDS.
 
 Preprocessing (pure numpy): optional centre crop to the largest centred square, optional ITU-R 601 luma
@@ -38,6 +39,7 @@ EMBEDDED = ('digits', 'sklearn_digits')
 TFDS_DATASETS = ('mnist', 'cifar10', 'celeb_a')
 DATASETS = EMBEDDED + TFDS_DATASETS
 CENTERINGS = ('pixel', 'image', 'none')
+TEST_SPLITS = ('test', 'train')
 
 NUM_CLASSES = {'digits': 10, 'sklearn_digits': 10, 'mnist': 10, 'cifar10': 10, 'celeb_a': 1}
 # Images available per source (embedded), or per TFDS split: checked before anything is read.
@@ -157,6 +159,8 @@ def _validate(cfg) -> None:
     raise _field_error('data.centering', f'must be one of {CENTERINGS}, got {cfg.centering!r}')
   if not cfg.scale > 0:
     raise _field_error('data.scale', f'must be positive, got {cfg.scale}')
+  if cfg.test_split not in TEST_SPLITS:
+    raise _field_error('data.test_split', f'must be one of {TEST_SPLITS}, got {cfg.test_split!r}')
 
 
 def _check_sizes(cfg, train_size: int, test_size: int | None) -> None:
@@ -171,6 +175,14 @@ def _check_sizes(cfg, train_size: int, test_size: int | None) -> None:
       raise _field_error('data.n', f'data.n={cfg.n} with data.block={cfg.block} needs {need} training images but '
                          f'{cfg.name!r} has only {train_size} (minus data.n_test={cfg.n_test} held out: '
                          f'{available} available)')
+  elif cfg.test_split == 'train':  # the test images are the last n_test of split 'train'
+    if cfg.n_test > train_size:
+      raise _field_error('data.n_test', f"data.n_test={cfg.n_test} test images asked from split 'train' of "
+                         f'{cfg.name!r}, which has only {train_size}')
+    if need > train_size - cfg.n_test:
+      raise _field_error('data.n', f'data.n={cfg.n} with data.block={cfg.block} needs {need} training images but '
+                         f"{cfg.name!r} has {train_size} in split 'train', minus data.n_test={cfg.n_test} held "
+                         f'out at its end (data.test_split=train): {train_size - cfg.n_test} available')
   else:
     if need > train_size:
       raise _field_error('data.n', f'data.n={cfg.n} with data.block={cfg.block} needs {need} training images but '
@@ -236,7 +248,8 @@ def _cache_paths(directory: str, prefix: str, count: int) -> tuple[str, str]:
 
 
 def _read_cache(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-  """The first `count` prepared images and labels of `split` from any cache file holding at least that many."""
+  """The first `count` prepared images and labels of `split` from any cache file holding at least that many
+  (of a tail split, '<split>-tail', the last `count`)."""
   directory = _cache_dir(cfg)
   prefix = _cache_prefix(cfg, split)
   pattern = re.compile(re.escape(prefix) + r'-n(\d+)\.' + CACHE_VERSION + r'\.images\.npy$')
@@ -256,7 +269,8 @@ def _read_cache(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray] | 
             and labels.shape == (have,))
       if not ok:
         raise ValueError(f'unexpected contents: images {images.dtype} {images.shape}, labels {labels.shape}')
-      out = np.array(images[:count]), labels[:count].astype(np.int32)
+      keep = slice(have - count, have) if split.endswith('-tail') else slice(0, count)
+      out = np.array(images[keep]), labels[keep].astype(np.int32)
       logging.info('data: %s split %r: %d prepared images from cache %s', cfg.name, split, count, images_path)
       return out
     except Exception as e:  # pylint: disable=broad-except
@@ -387,39 +401,48 @@ def _prepare_records(cfg, records: Sequence[dict]) -> tuple[np.ndarray, np.ndarr
   return np.stack(out), labels
 
 
-def _read_split(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first `count` records of a TFDS split, prepared, from the cache or TFDS (then cached)."""
-  cached = _read_cache(cfg, split, count)
+def _read_split(cfg, split: str, count: int, *, tail: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The first `count` records of a TFDS split, prepared, from the cache or TFDS (then cached).
+
+  tail > 0: the last `count` records instead, leaving at least `tail` records before them (the training
+  images taken from the same split)."""
+  name = f'{split}-tail' if tail else split
+  cached = _read_cache(cfg, name, count)
   if cached is not None:
     return cached
   source = _open_source(cfg, split)
   start = time.time()
   if source is None:
-    images, labels = _read_split_tf(cfg, split, count)
+    images, labels = _read_split_tf(cfg, split, count, tail=bool(tail))
   else:
     size = len(source)
+    if tail and count + tail > size:
+      raise _field_error('data.n_test', f'data.n_test={count} images held out at the end of split {split!r} of '
+                         f'{cfg.name!r} leave {size - count} before them, fewer than the {tail} training images '
+                         f'(data.n={cfg.n}, data.block={cfg.block})')
     if count > size:
-      field = 'data.n' if split == 'train' else 'data.n_test'
+      field = 'data.n' if split == 'train' and not tail else 'data.n_test'
       raise _field_error(field, f'needs {count} images from split {split!r} of {cfg.name!r}, which has only {size}'
-                         + (f' (data.n={cfg.n}, data.block={cfg.block})' if split == 'train' else ''))
+                         + (f' (data.n={cfg.n}, data.block={cfg.block})' if field == 'data.n' else ''))
+    first = size - count if tail else 0
     images, labels = None, np.zeros((count,), np.int32)
     for lo in range(0, count, _CHUNK):
       hi = min(count, lo + _CHUNK)
-      chunk_images, labels[lo:hi] = _prepare_records(cfg, _get_records(source, range(lo, hi)))
+      chunk_images, labels[lo:hi] = _prepare_records(cfg, _get_records(source, range(first + lo, first + hi)))
       if images is None:
         images = np.zeros((count,) + chunk_images.shape[1:], np.uint8)
       images[lo:hi] = chunk_images
       if hi == count or (hi // _CHUNK) % 40 == 0:
         logging.info('data: %s %r: %d/%d images prepared (%.0fs)', cfg.name, split, hi, count, time.time() - start)
-  _write_cache(cfg, split, images, labels)
+  _write_cache(cfg, name, images, labels)
   return images, labels
 
 
-def _read_split_tf(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_split_tf(cfg, split: str, count: int, tail: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Fallback for data prepared in tfrecord format when TensorFlow is installed."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   logging.warning('data: %s is prepared in tfrecord format; reading it with TensorFlow (tfds.load)', cfg.name)
-  ds = tfds.load(cfg.name, split=f'{split}[:{count}]', data_dir=cfg.data_dir or None, download=False,
+  ds = tfds.load(cfg.name, split=f'{split}[-{count}:]' if tail else f'{split}[:{count}]', data_dir=cfg.data_dir or None, download=False,
                  shuffle_files=False)
   images, labels = [], []
   buf = []
@@ -444,7 +467,9 @@ def _read_split_tf(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray]
 def _load_tfds(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   lo, hi = cfg.block * cfg.n, (cfg.block + 1) * cfg.n
   train, train_labels = _read_split(cfg, 'train', hi)
-  if cfg.n_test > 0:
+  if cfg.n_test > 0 and cfg.test_split == 'train':
+    test, test_labels = _read_split(cfg, 'train', cfg.n_test, tail=hi)
+  elif cfg.n_test > 0:
     test, test_labels = _read_split(cfg, 'test', cfg.n_test)
   else:
     test, test_labels = np.zeros((0,) + train.shape[1:], np.uint8), np.zeros((0,), np.int32)
