@@ -69,6 +69,7 @@ def get_config(arg: str = ''):
   c.train.num_steps = 1_000_000
   c.train.num_milestones = 30
   c.train.log_every = 1000
+  c.train.steps_per_dispatch = 1000      # the SIGTERM check and the host sync every 1000 steps
   c.train.checkpoint_every = 20_000
   # tau_mem from the absolute loss gap at t = 0.01 (eps-MSE per coordinate, ~1 before memorization): the
   # first ~50 steps show a transient gap of ~0.1-0.2 at every n; memorization drives it to ~10.

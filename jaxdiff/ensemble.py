@@ -47,6 +47,7 @@ class EnsembleState:
   opt_state: Any          # pytree, leaves [E, ...]
   loss_sum: jax.Array     # float32 [E]: training loss summed since the last log row
   loss_count: jax.Array   # int32 scalar
+  ema_params: Any = None  # pytree, leaves [E, ...]: each member's exponential moving average, or None
 
   @property
   def num_members(self) -> int:
@@ -129,26 +130,32 @@ def member_step(params, opt_state, rng: jax.Array, data: dict[str, jax.Array], n
 
 
 def init_state(init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
-               keys: jax.Array) -> EnsembleState:
+               keys: jax.Array, ema: bool = False) -> EnsembleState:
   """Initial state of E members. init_fn(key) -> params of one member; keys: [E] member keys (the
-  parameters come from fold_in(key, 0), as train.create_train_state)."""
+  parameters come from fold_in(key, 0), as train.create_train_state). ema: keep a moving average of the
+  parameters (updated by `ensemble_step` with its ema_decay), starting at the initial parameters."""
   keys = jnp.array(keys, copy=True)   # the state is donated to the train step: never alias the caller's keys
   if keys.ndim != 2:
     raise ValueError(f'keys must be [E, 2] raw PRNG keys (jax.random.PRNGKey), got shape {keys.shape}')
   params = jax.vmap(lambda k: init_fn(jax.random.fold_in(k, 0)))(keys)
   return EnsembleState(step=jnp.zeros((), jnp.int32), rng=keys, params=params,
                        opt_state=jax.vmap(tx.init)(params),
-                       loss_sum=jnp.zeros((keys.shape[0],), jnp.float32), loss_count=jnp.zeros((), jnp.int32))
+                       loss_sum=jnp.zeros((keys.shape[0],), jnp.float32), loss_count=jnp.zeros((), jnp.int32),
+                       ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
 
 def ensemble_step(state: EnsembleState, data: dict[str, jax.Array], sizes: jax.Array, *, loss_fn: LossFn,
-                  tx: optax.GradientTransformation, batch_size: int) -> EnsembleState:
-  """One step of every member (vmap of `member_step`). data: {k: [E, n_max, ...]}; sizes: [E]."""
+                  tx: optax.GradientTransformation, batch_size: int, ema_decay: float = 0.0) -> EnsembleState:
+  """One step of every member (vmap of `member_step`). data: {k: [E, n_max, ...]}; sizes: [E].
+  The moving average (if the state keeps one) is updated as train.train_step updates a solo run's."""
   n_max = jax.tree.leaves(data)[0].shape[1]
   one = functools.partial(member_step, loss_fn=loss_fn, tx=tx, n_max=n_max, batch_size=batch_size)
   params, opt_state, loss = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))(
       state.params, state.opt_state, state.rng, data, sizes, state.step)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+  ema_params = state.ema_params
+  if ema_params is not None:
+    ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params,
                        loss_sum=state.loss_sum + loss, loss_count=state.loss_count + 1)
 
 
@@ -162,14 +169,14 @@ def member_sharding(mesh: Mesh | None, num_members: int) -> NamedSharding | None
 
 
 def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch_size: int,
-                     loop: str = 'device'):
+                     loop: str = 'device', ema_decay: float = 0.0):
   """`chunk(state, data, sizes, num_steps, reset) -> state`: num_steps steps of every member.
 
   reset: zero the loss accumulators first. loop 'device': the steps run in one compiled `lax.fori_loop`
   (trip count an argument: one compilation for all chunk lengths); 'host': one compiled step dispatched
   num_steps times. Both compute the same steps. Shardings follow the inputs (see `member_sharding`).
   """
-  step = functools.partial(ensemble_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size)
+  step = functools.partial(ensemble_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay)
 
   def reset_sums(state, reset):
     return state.replace(loss_sum=jnp.where(reset, 0.0, state.loss_sum),

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -54,10 +53,10 @@ from absl import logging
 from flax import nnx
 
 from jaxdiff import config as config_lib
-from jaxdiff import ensemble, sharding, timescales
+from jaxdiff import ensemble, ensemble_run, sharding, timescales
 from jaxdiff.metrics import memorization, quality
 from jaxdiff.models.mlp import ResidualMLP
-from jaxdiff.writers import MetricWriter, read_metrics
+from jaxdiff.writers import read_metrics
 
 SUMMARY_FILE = 'summary.json'
 NULL_LABEL = 2   # classifier-free guidance: the "no label" token (labels 0 and 1 are the components)
@@ -409,11 +408,7 @@ def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collection
 # ----------------------------------------------------------------------------------------------------------
 # The run.
 
-def _json_dump(obj: Any, path: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, default=list)
-  os.replace(tmp, path)
+_json_dump = ensemble_run.json_dump
 
 
 def resolve_loop(loop: str) -> str:
@@ -513,6 +508,9 @@ class Trainer:
   def member_params(self, i: int):
     return ensemble.member(self.state.params, i)
 
+  def member_config(self, m: Member) -> ml_collections.ConfigDict:
+    return member_config(self.config, m)
+
 
 def _summaries(config, members, workdir, num_params, quality_key):
   ec = config.eval
@@ -536,12 +534,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
 
   stop_at_step: save a checkpoint and return there (an interrupted run; no summaries), {} returned.
   """
-  from jaxdiff.checkpoint import Checkpoints  # pylint: disable=g-import-not-at-top
-  from jaxdiff.train import log_spaced_milestones  # pylint: disable=g-import-not-at-top
   config_lib.validate(config, num_devices=jax.device_count())
   t_start = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  _json_dump(config.to_dict(), os.path.join(workdir, 'config.json'))
   mesh = sharding.make_mesh(config.mesh)
   trainer = Trainer(config, mesh=mesh)
   members, tc = trainer.members, config.train
@@ -549,58 +543,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
                len(members), sorted({m.n for m in members}), sorted({m.seed for m in members}), config.gmm.d,
                config.gmm.width, trainer.num_params, tc.batch_size, config.optimizer.name,
                config.optimizer.learning_rate)
-
-  milestones = log_spaced_milestones(tc.num_steps, tc.num_milestones)
-  ckpt = Checkpoints(workdir, milestones, keep_milestones=False)
-  start = ckpt.latest_step()
-  if start is not None:
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), trainer.state)
-    trainer.state = ckpt.restore(start, target, config)
-    logging.info('gmm: resuming from step %d', start)
-  step = int(trainer.state.step)
-  writers = []
-  for m in members:
-    mdir = os.path.join(workdir, m.name)
-    os.makedirs(mdir, exist_ok=True)
-    _json_dump(member_config(config, m).to_dict(), os.path.join(mdir, 'config.json'))
-    writers.append(MetricWriter(mdir, resume_step=step, tensorboard=False))
-
-  milestone_set = set(int(s) for s in milestones)
-  reset = step % tc.log_every == 0
-  last_time, last_step = time.perf_counter(), step
-  end = tc.num_steps if stop_at_step is None else min(stop_at_step, tc.num_steps)
-  while step < end:
-    candidates = [end, (step // tc.log_every + 1) * tc.log_every,
-                  (step // tc.checkpoint_every + 1) * tc.checkpoint_every]
-    later = milestones[milestones > step]
-    if later.size:
-      candidates.append(int(later[0]))
-    n = min(candidates) - step
-    trainer.train(n, reset)
-    step += n
-    reset = False
-    if step % tc.log_every == 0 or step == tc.num_steps:
-      losses = np.asarray(jax.device_get(trainer.state.loss_sum)) / max(int(trainer.state.loss_count), 1)
-      now = time.perf_counter()
-      rate = (step - last_step) / max(now - last_time, 1e-9)
-      for w, loss in zip(writers, losses):
-        w.write_scalars(step, {'train_loss': float(loss), 'steps_per_sec': rate})
-      logging.info('gmm: step %d/%d  loss %s  %.1f steps/s (all members)', step, tc.num_steps,
-                   np.array2string(losses, precision=4), rate)
-      last_time, last_step, reset = now, step, True
-    if step in milestone_set:
-      for w, row in zip(writers, trainer.evaluate(step)):
-        w.write_scalars(step, row)
-      last_time = time.perf_counter()  # evaluation time is not training throughput
-    if step in milestone_set or step % tc.checkpoint_every == 0 or step == end:
-      ckpt.save(step, trainer.state, config)
-  ckpt.close()
-  for w in writers:
-    w.close()
+  step = ensemble_run.train_members(config, workdir, trainer, stop_at_step=stop_at_step, tag='gmm')
   if step < tc.num_steps:
-    logging.info('gmm: stopped at step %d of %d; run again to resume', step, tc.num_steps)
     return {}
-
   quality_key = QUALITY_KEYS[config.gmm.quality]
   per_member = _summaries(config, members, workdir, trainer.num_params, quality_key)
   summary = ensemble_summary(config, per_member)
@@ -615,26 +560,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
 
 
 def ensemble_summary(config: ml_collections.ConfigDict, per_member) -> dict[str, Any]:
-  """The members' timescales and the fits tau_mem = c n^alpha over them (f_mem and loss-gap definitions;
-  None where fewer than 3 members, with 2 distinct n, have a tau_mem)."""
-  rows = [{'member': m.name, 'n': m.n, 'seed': m.seed, 'tau_gen': s['tau_gen'],
-           'tau_mem_fmem': s['tau_mem_fmem'], 'tau_mem_loss': s['tau_mem_loss'],
-           'f_mem_final': s['final'].get('f_mem')} for m, s in per_member]
-  summary: dict[str, Any] = {'family': 'gmm', 'members': rows, 'quality_key': QUALITY_KEYS[config.gmm.quality],
-                             'f_mem_threshold': config.eval.f_mem_threshold,
-                             'loss_gap_threshold': config.eval.loss_gap_threshold,
-                             'loss_gap_relative': config.eval.loss_gap_relative}
-  from jaxdiff.analysis.fits import fit_scaling  # pylint: disable=g-import-not-at-top
-  for which in ('tau_mem_fmem', 'tau_mem_loss'):
-    key = 'tau_mem_fit' if which == 'tau_mem_fmem' else 'tau_mem_loss_fit'
-    try:   # tau = c n^alpha, with a bootstrap interval over the members
-      f = fit_scaling({'n': [r['n'] for r in rows]}, [r[which] for r in rows], t_interval=False)
-      summary[key] = {'c': f['c'], 'alpha': f['n'], 'alpha_lo': f['n_lo'], 'alpha_hi': f['n_hi'],
-                      'num_points': f['num_points']}
-    except ValueError as e:   # too few members that memorized
-      summary[key] = None
-      logging.info('gmm: no fit of %s against n (%s)', which, e)
-  return summary
+  """The members' timescales and the fits tau_mem = c n^alpha over them (ensemble_run.fit_summary)."""
+  return ensemble_run.fit_summary('gmm', config, per_member, QUALITY_KEYS[config.gmm.quality], tag='gmm')
 
 
 __all__ = ['Problem', 'Member', 'Trainer', 'mean_vector', 'sample_data', 'delta', 'log_density', 'score',
