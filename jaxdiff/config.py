@@ -87,6 +87,14 @@ def default_config() -> ml_collections.ConfigDict:
       keep_milestone_checkpoints=True,
   ))
 
+  # family 'ddpm': a vectorized ensemble of U-Nets, one member per (n, seed) for n in `n` and seed in
+  # config.seed + [0, num_seeds), trained together by one compiled step (jaxdiff/unet_ensemble.py). Each
+  # member trains exactly as the solo run with data.n = n and that seed; data.n is then unused.
+  c.ensemble = ml_collections.ConfigDict(dict(
+      n=(),                    # training-set sizes of the members ('' / () = a single run of data.n)
+      num_seeds=1,
+  ))
+
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,            # evaluate at every milestone (train.num_milestones of them, log-spaced)
       num_samples=1024,        # generated samples per evaluation (paper 1: 10,000)
@@ -266,6 +274,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(t.loop in ('auto', 'device', 'host'), 'train.loop',
            f"must be 'auto', 'device' or 'host', got {t.loop!r}")
   _require(t.num_milestones >= 0, 'train.num_milestones', f'must be >= 0, got {t.num_milestones}')
+  ens = config.ensemble
+  if ens.n:
+    _require(config.family == 'ddpm', 'ensemble.n',
+             f"U-Net ensembles are for family 'ddpm' (got {config.family!r}; Gaussian-mixture members are "
+             'gmm.n x gmm.num_seeds)')
+    _require(all(isinstance(x, int) and x > 0 for x in ens.n), 'ensemble.n',
+             f'must be a tuple of positive ints, got {ens.n}')
+    _require(len(set(ens.n)) == len(ens.n), 'ensemble.n', f'has repeated sizes: {ens.n}')
+  _require(ens.num_seeds >= 1, 'ensemble.num_seeds', f'must be >= 1, got {ens.num_seeds}')
   if config.family == 'random_features':
     _validate_rf(config.rf)
   if config.family == 'gmm':

@@ -131,11 +131,15 @@ class Evaluator:
 
   # ------------------------------------------------------------------ the row
 
-  def evaluate(self, params, step: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Scalars of the metrics row at `step`, and arrays for the figures (a few samples and neighbours)."""
-    key = jax.random.fold_in(self.base_key, step)
+  def evaluate(self, params, step: int, seed: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Scalars of the metrics row at `step`, and arrays for the figures (a few samples and neighbours).
+
+    seed: evaluate as a run with that `config.seed` would (members of an ensemble that share the training
+    set share one Evaluator); default the config's."""
+    base_key = self.base_key if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), 5)
+    key = jax.random.fold_in(base_key, step)
     k_sample, k_mem, k_quality = jax.random.split(key, 3)
-    loss_key = jax.random.fold_in(self.base_key, 0)  # the same noise at every milestone
+    loss_key = jax.random.fold_in(base_key, 0)  # the same noise at every milestone
     samples = self.generate(params, k_sample)
     mem = self._memorization(samples, self.train, k_mem)
     scalars: dict[str, Any] = {k: mem[k] for k in ('f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified')}

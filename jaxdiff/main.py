@@ -58,6 +58,12 @@ def main(argv):
     elif _CONFIG.value.family == 'gmm':
       from jaxdiff import gmm  # pylint: disable=g-import-not-at-top
       gmm.run(_CONFIG.value, _WORKDIR.value)
+    elif _CONFIG.value.ensemble.n:
+      if _MODE.value == 'eval':
+        raise ValueError("--mode=eval evaluates one run's checkpoints; for an ensemble member, run it with "
+                         "<workdir>/<member>/config.json's fields (the solo run trains the same model)")
+      from jaxdiff import unet_ensemble  # pylint: disable=g-import-not-at-top
+      unet_ensemble.run(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == 'eval':
       train.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value, _EVAL_DIR.value)
     else:

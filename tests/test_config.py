@@ -25,6 +25,11 @@ def test_defaults_and_shipped_configs_are_valid():
     ('model.groups', 3, "'model.groups'"),
     ('diffusion.sample_steps', 5000, "'diffusion.sample_steps'"),
     ('data.image_size', 10, "'data.image_size'"),  # with 3 levels: not divisible by 4
+    ('ensemble.n', (4, -8), "'ensemble.n': must be a tuple of positive ints"),
+    ('ensemble.n', (4, 4), "'ensemble.n': has repeated sizes"),
+    ('ensemble.num_seeds', 0, "'ensemble.num_seeds'"),
+    ('data.test_split', 'validation', "'data.test_split'"),
+    ('eval.num_reference_sets', 0, "'eval.num_reference_sets'"),
 ])
 def test_bad_values_name_the_field(field, value, match):
   overrides = {field: value}

@@ -1,6 +1,8 @@
 """Vectorized ensembles (jaxdiff/ensemble.py): a member trains exactly like a solo run with its key."""
 
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -151,3 +153,50 @@ def test_unet_members_train_like_their_solo_runs():
   # Not vacuous: the two members differ from each other and moved away from their initialization.
   p0, p1 = (jax.tree.leaves(ensemble.member(state.params, i)) for i in (0, 1))
   assert max(float(jnp.abs(a - b).max()) for a, b in zip(p0, p1)) > 1e-3
+
+
+def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
+  """`python -m jaxdiff.main --config.ensemble.n=...`: two U-Nets (n = 4 and 8) trained as one vectorized
+  ensemble, interrupted and resumed. The padded member (n = 4) writes the train-loss and evaluation rows of
+  the solo run of its config (SGD with momentum, EMA and dropout on); every member gets its summary, solo
+  config and figures, and the ensemble its summary. (Both members' training steps are compared with solo
+  steps in test_unet_members_train_like_their_solo_runs.)"""
+  from conftest import tiny_config
+  from jaxdiff import train, unet_ensemble
+  from jaxdiff.writers import read_metrics
+
+  cfg = tiny_config(**{'data.cache_dir': cache_dir, 'ensemble.n': (4, 8), 'model.dropout': 0.1,
+                       'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05, 'optimizer.momentum': 0.9,
+                       'optimizer.ema_decay': 0.9, 'train.batch_size': 4, 'train.num_milestones': 3,
+                       'seed': 3})
+  workdir = str(tmp_path / 'ens')
+  assert unet_ensemble.run(cfg, workdir, stop_at_step=20) == {}
+  summary = unet_ensemble.run(cfg, workdir)
+  members = unet_ensemble.members_of(cfg)
+  assert [(m['n'], m['seed']) for m in summary['members']] == [(4, 3), (8, 3)] == [(m.n, m.seed) for m in members]
+  milestones = list(train.log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones))
+  for m in members:
+    mdir = os.path.join(workdir, m.name)
+    assert [r['step'] for r in read_metrics(mdir) if 'f_mem' in r] == milestones
+    s = json.load(open(os.path.join(mdir, 'summary.json')))
+    assert s['n'] == m.n and s['seed'] == m.seed and s['num_params'] > 0
+    assert json.load(open(os.path.join(mdir, 'config.json')))['data']['n'] == m.n
+    assert os.path.getsize(os.path.join(mdir, 'neighbours.png')) > 1000
+
+  solo_dir = str(tmp_path / 'solo')
+  train.train_and_evaluate(unet_ensemble.member_config(cfg, members[0]), solo_dir)
+  rows, solo = read_metrics(os.path.join(workdir, members[0].name)), read_metrics(solo_dir)
+  losses = [(r['step'], r['train_loss']) for r in rows if 'train_loss' in r]
+  solo_losses = [(r['step'], r['train_loss']) for r in solo if 'train_loss' in r]
+  assert [s for s, _ in losses] == [s for s, _ in solo_losses] == [10, 20, 30, 40]
+  np.testing.assert_allclose([l for _, l in losses], [l for _, l in solo_losses], rtol=1e-4)
+  evals = {r['step']: r for r in rows if 'f_mem' in r}
+  solo_evals = {r['step']: r for r in solo if 'f_mem' in r}
+  assert sorted(evals) == sorted(solo_evals)
+  for step, r in evals.items():
+    for k in ('loss_train_t', 'loss_test_t', 'fd_random_projection'):
+      assert r[k] == pytest.approx(solo_evals[step][k], rel=1e-3), (step, k)
+    assert abs(r['f_mem'] - solo_evals[step]['f_mem']) <= 1 / cfg.eval.num_samples, step
+  # The two members saw different data: their rows differ.
+  a, b = (read_metrics(os.path.join(workdir, m.name))[-1] for m in members)
+  assert a['loss_train_t'] != b['loss_train_t']
