@@ -63,3 +63,22 @@ def test_class_conditioning_uses_the_label():
   null = model(x, t, None)
   assert float(jnp.abs(a - b).max()) > 1e-5
   np.testing.assert_array_equal(null, model(x, t, jnp.array([10, 10])))
+
+
+def test_per_example_attention_equals_the_batched_one():
+  """The CPU attention (one example at a time, rematerialized) computes nnx.dot_product_attention's values and
+  gradients; a U-Net gives the same output with either, from the same parameters."""
+  from jaxdiff.models.unet import per_example_attention
+  q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (3, 16, 2, 4)) for i in range(3))
+  f_ex = lambda *a: jnp.sum(jnp.sin(per_example_attention(*a)))
+  f_ref = lambda *a: jnp.sum(jnp.sin(nnx.dot_product_attention(*a)))
+  np.testing.assert_allclose(per_example_attention(q, k, v), nnx.dot_product_attention(q, k, v), atol=1e-5)
+  for a, b in zip(jax.grad(f_ex, (0, 1, 2))(q, k, v), jax.grad(f_ref, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  kw = dict(image_size=8, channels=1, width=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,))
+  a = UNet(**kw, attention_impl='per_example', rngs=nnx.Rngs(0))
+  b = UNet(**kw, attention_impl='xla', rngs=nnx.Rngs(0))
+  x, t = jax.random.normal(jax.random.PRNGKey(5), (2, 8, 8, 1)), jnp.array([3, 700])
+  np.testing.assert_allclose(a(x, t), b(x, t), atol=1e-5)
+  with pytest.raises(ValueError, match="'model.attention_impl'"):
+    UNet(**kw, attention_impl='flash', rngs=nnx.Rngs(0))

@@ -57,13 +57,52 @@ class ResBlock(nnx.Module):
     return h + (self.skip(x) if self.skip is not None else x)
 
 
+ATTENTION_IMPLS = ('auto', 'xla', 'per_example')
+
+
+def per_example_attention(query, key, value, mask=None, dropout_rate=0.0, deterministic=True, precision=None,
+                          module=None, is_causal=False, **kwargs):
+  """Softmax attention computed one example at a time (`lax.map`, rematerialized in the backward pass).
+
+  The same function as `nnx.dot_product_attention` (query, key, value: [B, L, heads, head_dim]), for
+  XLA:CPU: the [heads, L, L] scores of one example stay in cache instead of streaming the [B, heads, L, L]
+  tensor through memory several times (measured on a 2-core CPU, 16x16 positions, 4 heads of 4, batch 64:
+  forward + backward 187 ms against 322 ms). Masks, dropout and weight sowing go to the standard function.
+  """
+  if mask is not None or is_causal or module is not None or (dropout_rate > 0 and not deterministic):
+    return nnx.dot_product_attention(query, key, value, mask=mask, dropout_rate=dropout_rate,
+                                     deterministic=deterministic, precision=precision, module=module,
+                                     is_causal=is_causal, **kwargs)
+  dtype = kwargs.get('dtype') or query.dtype
+  scale = jnp.asarray(1.0 / math.sqrt(query.shape[-1]), dtype)
+
+  def one(qkv):
+    q, k, v = qkv    # [L, heads, head_dim]
+    scores = jnp.einsum('qhd,khd->hqk', q * scale, k, precision=precision)
+    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(dtype)
+    return jnp.einsum('hqk,khd->qhd', weights, v, precision=precision)
+
+  return jax.lax.map(jax.checkpoint(one), (query.astype(dtype), key.astype(dtype), value.astype(dtype)))
+
+
+def attention_function(impl: str):
+  """'xla': nnx.dot_product_attention; 'per_example': `per_example_attention`; 'auto': per_example on the CPU
+  backend, xla elsewhere (GPUs and TPUs run the batched form fast)."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"config field 'model.attention_impl': must be one of {ATTENTION_IMPLS}, got {impl!r}")
+  if impl == 'auto':
+    impl = 'per_example' if jax.default_backend() == 'cpu' else 'xla'
+  return per_example_attention if impl == 'per_example' else nnx.dot_product_attention
+
+
 class AttnBlock(nnx.Module):
   """Multi-head self-attention over the H*W positions, with a residual connection."""
 
-  def __init__(self, ch: int, *, heads: int, groups: int, rngs: nnx.Rngs):
+  def __init__(self, ch: int, *, heads: int, groups: int, rngs: nnx.Rngs, attention_impl: str = 'auto'):
     self.norm = nnx.GroupNorm(ch, num_groups=groups, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
-        num_heads=heads, in_features=ch, qkv_features=ch, out_features=ch, decode=False, rngs=rngs)
+        num_heads=heads, in_features=ch, qkv_features=ch, out_features=ch, decode=False,
+        attention_fn=attention_function(attention_impl), rngs=rngs)
 
   def __call__(self, x):
     b, h, w, c = x.shape
@@ -78,7 +117,8 @@ class UNet(nnx.Module):
   def __init__(self, *, image_size: int, channels: int, width: int = 32,
                channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
                attention_resolutions: Sequence[int] = (16, 8), num_heads: int = 4,
-               dropout: float = 0.1, groups: int = 8, num_classes: int = 0, rngs: nnx.Rngs):
+               dropout: float = 0.1, groups: int = 8, num_classes: int = 0, attention_impl: str = 'auto',
+               rngs: nnx.Rngs):
     self.image_size = image_size
     self.width = width
     self.num_classes = num_classes
@@ -92,7 +132,7 @@ class UNet(nnx.Module):
     self.conv_in = nnx.Conv(channels, width, (3, 3), rngs=rngs)
 
     res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs)
-    attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs)
+    attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs, attention_impl=attention_impl)
     skip_chs = [width]
     ch, res = width, image_size
     down = []
