@@ -19,7 +19,7 @@ from jaxdiff import paths
 
 # Fields that may differ between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = ('train.', 'eval.', 'mesh.', 'data.data_dir', 'data.cache_dir', 'diffusion.sampler',
-                     'diffusion.sample_steps', 'diffusion.eta', 'model.attention_impl')
+                     'diffusion.sample_steps', 'diffusion.eta', 'model.kernels')
 
 
 class CheckpointError(RuntimeError):

@@ -53,7 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
       dropout=0.1,
       groups=8,
       num_classes=0,       # > 0: class-conditional (labels from the data set)
-      attention_impl='auto',  # 'xla' (batched), 'per_example' (lax.map, faster on XLA:CPU), 'auto' (by backend)
+      kernels='auto',      # 'xla' (Flax's attention and convolution), 'cpu' (jaxdiff/models/kernels.py:
+                           # faster on XLA:CPU, same parameters), 'auto' (by JAX's default backend)
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -238,8 +239,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   down = 2 ** (len(m.channel_mult) - 1)
   _require(d.image_size % down == 0, 'data.image_size',
            f'{d.image_size} is not divisible by {down}, the downsampling of {len(m.channel_mult)} levels')
-  _require(m.attention_impl in ('auto', 'xla', 'per_example'), 'model.attention_impl',
-           f"must be 'auto', 'xla' or 'per_example', got {m.attention_impl!r}")
+  _require(m.kernels in ('auto', 'xla', 'cpu'), 'model.kernels',
+           f"must be 'auto', 'xla' or 'cpu', got {m.kernels!r}")
   _require(0.0 <= m.dropout < 1.0, 'model.dropout', f'must be in [0, 1), got {m.dropout}')
   _require(m.num_classes >= 0, 'model.num_classes', f'must be >= 0, got {m.num_classes}')
   _require(df.num_steps >= 2, 'diffusion.num_steps', f'must be >= 2, got {df.num_steps}')

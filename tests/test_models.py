@@ -65,20 +65,38 @@ def test_class_conditioning_uses_the_label():
   np.testing.assert_array_equal(null, model(x, t, jnp.array([10, 10])))
 
 
-def test_per_example_attention_equals_the_batched_one():
-  """The CPU attention (one example at a time, rematerialized) computes nnx.dot_product_attention's values and
-  gradients; a U-Net gives the same output with either, from the same parameters."""
-  from jaxdiff.models.unet import per_example_attention
+def test_cpu_kernels_compute_the_same_functions_and_gradients():
+  """jaxdiff/models/kernels.py: the per-example attention and the convolution with a matrix-product kernel
+  gradient give Flax's values and gradients (strided, 1x1 and padded cases); a U-Net gives the same output
+  and parameter gradients with model.kernels 'cpu' and 'xla' from the same parameters."""
+  from jaxdiff.models import kernels
   q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (3, 16, 2, 4)) for i in range(3))
-  f_ex = lambda *a: jnp.sum(jnp.sin(per_example_attention(*a)))
+  f_ex = lambda *a: jnp.sum(jnp.sin(kernels.per_example_attention(*a)))
   f_ref = lambda *a: jnp.sum(jnp.sin(nnx.dot_product_attention(*a)))
-  np.testing.assert_allclose(per_example_attention(q, k, v), nnx.dot_product_attention(q, k, v), atol=1e-5)
+  np.testing.assert_allclose(kernels.per_example_attention(q, k, v), nnx.dot_product_attention(q, k, v), atol=1e-5)
   for a, b in zip(jax.grad(f_ex, (0, 1, 2))(q, k, v), jax.grad(f_ref, (0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 3))
+  dn = jax.lax.conv_dimension_numbers(x.shape, (3, 3, 3, 5), ('NHWC', 'HWIO', 'NHWC'))
+  for shape, strides, padding in (((3, 3, 3, 5), (1, 1), 'SAME'), ((1, 1, 3, 5), (1, 1), 'VALID'),
+                                  ((3, 3, 3, 5), (2, 1), ((0, 2), (1, 0)))):
+    w = jax.random.normal(jax.random.PRNGKey(4), shape)
+    f = lambda fn, x, w: jnp.sum(jnp.cos(fn(x, w, strides, padding, dimension_numbers=dn)))
+    grad = jax.jit(jax.value_and_grad(f, (1, 2)), static_argnums=0)
+    (va, ga), (vb, gb) = grad(kernels.conv_general_dilated, x, w), grad(jax.lax.conv_general_dilated, x, w)
+    np.testing.assert_allclose(va, vb, rtol=1e-5)
+    for a, b in zip(ga, gb):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
   kw = dict(image_size=8, channels=1, width=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,))
-  a = UNet(**kw, attention_impl='per_example', rngs=nnx.Rngs(0))
-  b = UNet(**kw, attention_impl='xla', rngs=nnx.Rngs(0))
+  a, b = UNet(**kw, kernels='cpu', rngs=nnx.Rngs(0)), UNet(**kw, kernels='xla', rngs=nnx.Rngs(0))
   x, t = jax.random.normal(jax.random.PRNGKey(5), (2, 8, 8, 1)), jnp.array([3, 700])
-  np.testing.assert_allclose(a(x, t), b(x, t), atol=1e-5)
-  with pytest.raises(ValueError, match="'model.attention_impl'"):
-    UNet(**kw, attention_impl='flash', rngs=nnx.Rngs(0))
+  (ga, pa), (gb, pb) = nnx.split(a, nnx.Param), nnx.split(b, nnx.Param)
+  apply = jax.jit(lambda params, gd: nnx.merge(gd, params)(x, t), static_argnums=1)
+  np.testing.assert_allclose(apply(pa, ga), apply(pb, gb), atol=1e-5)
+  loss = jax.jit(jax.grad(lambda params, gd: jnp.sum(nnx.merge(gd, params)(x, t) ** 2)), static_argnums=1)
+  for u, w in zip(jax.tree.leaves(loss(pa, ga)), jax.tree.leaves(loss(pb, gb))):
+    np.testing.assert_allclose(u, w, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="'model.kernels'"):
+    UNet(**kw, kernels='flash', rngs=nnx.Rngs(0))

@@ -13,5 +13,5 @@ def build_network(model_cfg, *, image_size: int, channels: int, rngs):
         channel_mult=tuple(model_cfg.channel_mult), num_res_blocks=model_cfg.num_res_blocks,
         attention_resolutions=tuple(model_cfg.attention_resolutions), num_heads=model_cfg.num_heads,
         dropout=model_cfg.dropout, groups=model_cfg.groups, num_classes=model_cfg.num_classes,
-        attention_impl=model_cfg.attention_impl, rngs=rngs)
+        kernels=model_cfg.kernels, rngs=rngs)
   raise ValueError(f"config field 'model.name': unknown network {model_cfg.name!r}")

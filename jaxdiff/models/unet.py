@@ -15,12 +15,15 @@ so `paper_parameter_count` adds that table back. `tests/test_models.py` checks t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxdiff.models.kernels import kernel_functions
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -38,15 +41,16 @@ class ResBlock(nnx.Module):
   """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, residual (1x1 conv if needed)."""
 
   def __init__(self, in_ch: int, out_ch: int, temb_dim: int, *, dropout: float, groups: int,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, kernels: str = 'auto'):
+    conv = functools.partial(nnx.Conv, conv_general_dilated=kernel_functions(kernels)[1], rngs=rngs)
     self.norm1 = nnx.GroupNorm(in_ch, num_groups=groups, rngs=rngs)
-    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), rngs=rngs)
+    self.conv1 = conv(in_ch, out_ch, (3, 3))
     self.temb_proj = nnx.Linear(temb_dim, out_ch, rngs=rngs)
     self.norm2 = nnx.GroupNorm(out_ch, num_groups=groups, rngs=rngs)
     # Channel dropout (whole feature maps), as paper 1's nn.Dropout2d.
     self.dropout = nnx.Dropout(dropout, broadcast_dims=(1, 2))
-    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), rngs=rngs)
-    self.skip = nnx.Conv(in_ch, out_ch, (1, 1), rngs=rngs) if in_ch != out_ch else None
+    self.conv2 = conv(out_ch, out_ch, (3, 3))
+    self.skip = conv(in_ch, out_ch, (1, 1)) if in_ch != out_ch else None
 
   def __call__(self, x, temb, *, train: bool, key: jax.Array | None):
     h = self.conv1(nnx.silu(self.norm1(x)))
@@ -57,52 +61,14 @@ class ResBlock(nnx.Module):
     return h + (self.skip(x) if self.skip is not None else x)
 
 
-ATTENTION_IMPLS = ('auto', 'xla', 'per_example')
-
-
-def per_example_attention(query, key, value, mask=None, dropout_rate=0.0, deterministic=True, precision=None,
-                          module=None, is_causal=False, **kwargs):
-  """Softmax attention computed one example at a time (`lax.map`, rematerialized in the backward pass).
-
-  The same function as `nnx.dot_product_attention` (query, key, value: [B, L, heads, head_dim]), for
-  XLA:CPU: the [heads, L, L] scores of one example stay in cache instead of streaming the [B, heads, L, L]
-  tensor through memory several times (measured on a 2-core CPU, 16x16 positions, 4 heads of 4, batch 64:
-  forward + backward 187 ms against 322 ms). Masks, dropout and weight sowing go to the standard function.
-  """
-  if mask is not None or is_causal or module is not None or (dropout_rate > 0 and not deterministic):
-    return nnx.dot_product_attention(query, key, value, mask=mask, dropout_rate=dropout_rate,
-                                     deterministic=deterministic, precision=precision, module=module,
-                                     is_causal=is_causal, **kwargs)
-  dtype = kwargs.get('dtype') or query.dtype
-  scale = jnp.asarray(1.0 / math.sqrt(query.shape[-1]), dtype)
-
-  def one(qkv):
-    q, k, v = qkv    # [L, heads, head_dim]
-    scores = jnp.einsum('qhd,khd->hqk', q * scale, k, precision=precision)
-    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(dtype)
-    return jnp.einsum('hqk,khd->qhd', weights, v, precision=precision)
-
-  return jax.lax.map(jax.checkpoint(one), (query.astype(dtype), key.astype(dtype), value.astype(dtype)))
-
-
-def attention_function(impl: str):
-  """'xla': nnx.dot_product_attention; 'per_example': `per_example_attention`; 'auto': per_example on the CPU
-  backend, xla elsewhere (GPUs and TPUs run the batched form fast)."""
-  if impl not in ATTENTION_IMPLS:
-    raise ValueError(f"config field 'model.attention_impl': must be one of {ATTENTION_IMPLS}, got {impl!r}")
-  if impl == 'auto':
-    impl = 'per_example' if jax.default_backend() == 'cpu' else 'xla'
-  return per_example_attention if impl == 'per_example' else nnx.dot_product_attention
-
-
 class AttnBlock(nnx.Module):
   """Multi-head self-attention over the H*W positions, with a residual connection."""
 
-  def __init__(self, ch: int, *, heads: int, groups: int, rngs: nnx.Rngs, attention_impl: str = 'auto'):
+  def __init__(self, ch: int, *, heads: int, groups: int, rngs: nnx.Rngs, kernels: str = 'auto'):
     self.norm = nnx.GroupNorm(ch, num_groups=groups, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
         num_heads=heads, in_features=ch, qkv_features=ch, out_features=ch, decode=False,
-        attention_fn=attention_function(attention_impl), rngs=rngs)
+        attention_fn=kernel_functions(kernels)[0], rngs=rngs)
 
   def __call__(self, x):
     b, h, w, c = x.shape
@@ -117,7 +83,7 @@ class UNet(nnx.Module):
   def __init__(self, *, image_size: int, channels: int, width: int = 32,
                channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
                attention_resolutions: Sequence[int] = (16, 8), num_heads: int = 4,
-               dropout: float = 0.1, groups: int = 8, num_classes: int = 0, attention_impl: str = 'auto',
+               dropout: float = 0.1, groups: int = 8, num_classes: int = 0, kernels: str = 'auto',
                rngs: nnx.Rngs):
     self.image_size = image_size
     self.width = width
@@ -129,10 +95,11 @@ class UNet(nnx.Module):
     self.temb2 = nnx.Linear(temb_dim, temb_dim, rngs=rngs)
     # Class conditioning: one extra "null" class (index num_classes) for classifier-free guidance.
     self.class_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes > 0 else None
-    self.conv_in = nnx.Conv(channels, width, (3, 3), rngs=rngs)
+    conv = functools.partial(nnx.Conv, conv_general_dilated=kernel_functions(kernels)[1], rngs=rngs)
+    self.conv_in = conv(channels, width, (3, 3))
 
-    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs)
-    attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs, attention_impl=attention_impl)
+    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs, kernels=kernels)
+    attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs, kernels=kernels)
     skip_chs = [width]
     ch, res = width, image_size
     down = []
@@ -144,7 +111,7 @@ class UNet(nnx.Module):
         down.append((block, attn))
         skip_chs.append(ch)
       if level != len(channel_mult) - 1:
-        down.append(nnx.Conv(ch, ch, (3, 3), strides=(2, 2), rngs=rngs))
+        down.append(conv(ch, ch, (3, 3), strides=(2, 2)))
         skip_chs.append(ch)
         res //= 2
     self.down = nnx.List([d if isinstance(d, nnx.Conv) else nnx.List(list(d)) for d in down])
@@ -161,11 +128,11 @@ class UNet(nnx.Module):
         attn = AttnBlock(ch, **attn_kw) if res in attention_resolutions else None
         up.append(nnx.List([block, attn]))
       if level != 0:
-        up.append(nnx.Conv(ch, ch, (3, 3), rngs=rngs))
+        up.append(conv(ch, ch, (3, 3)))
         res *= 2
     self.up = nnx.List(up)
     self.norm_out = nnx.GroupNorm(ch, num_groups=groups, rngs=rngs)
-    self.conv_out = nnx.Conv(ch, channels, (3, 3), rngs=rngs)
+    self.conv_out = conv(ch, channels, (3, 3))
 
   def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *, train: bool = False,
                key: jax.Array | None = None) -> jax.Array:
