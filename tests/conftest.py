@@ -35,6 +35,9 @@ def tiny_config(**overrides):
   c.model.channel_mult = (1, 2)
   c.model.attention_resolutions = (4,)
   c.model.num_res_blocks = 1
+  # Tests are compile-bound: Flax's kernels compile faster than the CPU ones (jaxdiff/models/kernels.py),
+  # whose values and gradients test_models checks against these; the quickstart notebook test runs them.
+  c.model.kernels = 'xla'
   c.diffusion.num_steps = 100
   c.diffusion.sample_steps = 10
   c.optimizer.name = 'adam'

@@ -85,6 +85,7 @@ def test_host_and_device_loops_train_alike(cfg, tmp_path):
 
 
 def test_resume_refuses_a_different_model(cfg, tmp_path):
+  cfg.eval.enabled = False   # checkpoints only
   train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
   cfg.model.width = 16
   with pytest.raises(CheckpointError, match=r'model.width: checkpoint 8, config 16'):
@@ -92,6 +93,7 @@ def test_resume_refuses_a_different_model(cfg, tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported(cfg, tmp_path):
+  cfg.eval.enabled = False   # checkpoints only
   train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
   ckpt = tmp_path / 'checkpoints' / '8' / 'state'
   for root, _, files in os.walk(ckpt):
