@@ -13,6 +13,7 @@ A family plugs in a trainer object with:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -24,6 +25,17 @@ import numpy as np
 from absl import logging
 
 from jaxdiff.writers import MetricWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One member of an ensemble: its training-set size and seed; its files go to <workdir>/<name>."""
+  n: int
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'n{self.n}_seed{self.seed}'
 
 
 def json_dump(obj: Any, path: str) -> None:
@@ -130,4 +142,4 @@ def fit_summary(family: str, config: ml_collections.ConfigDict, per_member, qual
   return summary
 
 
-__all__ = ['train_members', 'fit_summary', 'json_dump']
+__all__ = ['Member', 'train_members', 'fit_summary', 'json_dump']

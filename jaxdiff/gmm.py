@@ -361,13 +361,8 @@ def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.A
 # Members of an ensemble: one per (n, seed).
 
 @dataclasses.dataclass(frozen=True)
-class Member:
-  n: int
-  seed: int
-
-  @property
-  def name(self) -> str:
-    return f'n{self.n}_seed{self.seed}'
+class Member(ensemble_run.Member):
+  """A Gaussian-mixture member: its data are drawn from its seed."""
 
   @property
   def key(self) -> jax.Array:

@@ -17,7 +17,6 @@ over the members. The analysis (`python -m jaxdiff.analysis --workdirs DIR`) rea
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
@@ -38,14 +37,7 @@ from jaxdiff.writers import read_metrics
 TAG = 'unet ensemble'
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-  n: int
-  seed: int
-
-  @property
-  def name(self) -> str:
-    return f'n{self.n}_seed{self.seed}'
+Member = ensemble_run.Member
 
 
 def members_of(config: ml_collections.ConfigDict) -> list[Member]:

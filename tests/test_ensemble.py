@@ -114,8 +114,9 @@ def test_device_and_host_loops_compute_the_same_steps():
 def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
   """`python -m jaxdiff.main --config.ensemble.n=...`: two U-Nets (n = 4 and 8) trained as one vectorized
   ensemble (the loop and its resume are jaxdiff/ensemble_run.py's, tested through the Gaussian-mixture runs
-  in test_gmm). The padded member (n = 4) writes the train-loss and evaluation rows of the solo run of its config (SGD with momentum, EMA and dropout on); every member gets its summary, solo
-  config and figures, and the ensemble its summary. SGD: Adam's normalisation turns rounding-level
+  in test_gmm). The padded member (n = 4) writes the train-loss and evaluation rows of the solo run of its
+  config (SGD with momentum, EMA and dropout on); every member gets its summary, solo config and figures,
+  and the ensemble its summary. SGD: Adam's normalisation turns rounding-level
   differences of near-zero gradients into steps of ~lr (see test_train.test_eight_devices_train_like_one)."""
   from conftest import tiny_config
   from jaxdiff import train, unet_ensemble
