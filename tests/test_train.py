@@ -1,14 +1,13 @@
 """The training loop: learning, exact resume, preemption, data parallelism, metrics, bad checkpoints."""
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -84,17 +83,13 @@ def test_host_and_device_loops_train_alike(cfg, tmp_path):
   assert int(host.step) == int(device.step) == 16
 
 
-def test_resume_refuses_a_different_model(cfg, tmp_path):
+def test_resume_refuses_a_different_model_and_reports_a_corrupt_checkpoint(cfg, tmp_path):
   cfg.eval.enabled = False   # checkpoints only
   train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
-  cfg.model.width = 16
+  wider = ml_collections.ConfigDict(cfg.to_dict())
+  wider.model.width = 16
   with pytest.raises(CheckpointError, match=r'model.width: checkpoint 8, config 16'):
-    train.train_and_evaluate(cfg, str(tmp_path))
-
-
-def test_corrupt_checkpoint_is_reported(cfg, tmp_path):
-  cfg.eval.enabled = False   # checkpoints only
-  train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
+    train.train_and_evaluate(wider, str(tmp_path))
   ckpt = tmp_path / 'checkpoints' / '8' / 'state'
   for root, _, files in os.walk(ckpt):
     for f in files:
@@ -104,15 +99,18 @@ def test_corrupt_checkpoint_is_reported(cfg, tmp_path):
     train.train_and_evaluate(cfg, str(tmp_path))
 
 
-def test_sigterm_saves_and_resume_finishes(cfg, tmp_path):
-  """A preempted process (SIGTERM) checkpoints where it is and exits cleanly; a rerun completes the run."""
+def test_sigterm_saves_and_resume_finishes_and_tensorflow_is_optional(cfg, tmp_path):
+  """A preempted process (SIGTERM) checkpoints where it is and exits cleanly; a rerun completes the run.
+  That process has TensorFlow blocked: training, evaluation and metrics.jsonl need none."""
   cfg.train.num_steps = 100_000
   cfg.train.log_every = 8
   cfg.train.checkpoint_every = 100_000
   code = ("import sys, ml_collections; from absl import logging; logging.set_verbosity('info');"
-          "from jaxdiff import train;"
+          "sys.modules['tensorflow'] = None;"
+          "from jaxdiff import train, writers; assert not writers.tensorflow_available();"
           f"c = ml_collections.ConfigDict({cfg.to_dict()!r});"
-          f"s = train.train_and_evaluate(c, {str(tmp_path)!r}); print('STOPPED_AT', int(s.step))")
+          f"s = train.train_and_evaluate(c, {str(tmp_path)!r}); print('STOPPED_AT', int(s.step));"
+          "print('TF_IMPORTED', sys.modules.get('tensorflow') is not None)")
   env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
   proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -126,6 +124,8 @@ def test_sigterm_saves_and_resume_finishes(cfg, tmp_path):
   assert proc.returncode == 0, out
   stopped = int(out.split('STOPPED_AT')[1].split()[0])
   assert 0 < stopped < cfg.train.num_steps
+  assert 'TF_IMPORTED False' in out
+  assert any('f_mem' in row for row in read_metrics(str(tmp_path)))  # evaluated without TensorFlow
   saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert saved[-1] == stopped
   cfg.train.num_steps = stopped + 16
@@ -142,10 +142,10 @@ from jaxdiff import train
 assert jax.device_count() == 8
 out = []
 for n_dev in (1, 8):
-  c = tiny_config(**{{'data.n': 16, 'train.batch_size': 8, 'mesh.data': n_dev, 'train.num_steps': 12,
+  c = tiny_config(**{{'data.n': 16, 'train.batch_size': 8, 'mesh.data': n_dev, 'train.num_steps': 13,
                      'data.cache_dir': {cache_dir!r}, 'model.dropout': 0.1, 'eval.enabled': False,
                      'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05}})
-  s = train.train_and_evaluate(c, tempfile.mkdtemp())
+  s = train.train_and_evaluate(c, tempfile.mkdtemp(), stop_at_step=12)   # stopped: no final sample grid
   leaf = jax.tree.leaves(s.params)[0]
   assert len(leaf.sharding.device_set) == n_dev
   out.append([np.asarray(x) for x in jax.tree.leaves(s.params)])
@@ -163,22 +163,3 @@ assert worst < 1e-5 * max(moved, 1.0), (worst, moved)
   r = run_python(code, devices=8, env={'PYTHONPATH': os.path.join(ROOT, 'tests')})
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert 'WORST' in r.stdout
-
-
-def test_runs_without_tensorflow(cfg, tmp_path):
-  """TensorFlow is optional: block its import and train; metrics.jsonl is written regardless."""
-  code = f"""
-import sys, ml_collections
-sys.modules['tensorflow'] = None
-from jaxdiff import train, writers
-assert not writers.tensorflow_available()
-c = ml_collections.ConfigDict({cfg.to_dict()!r})
-c.train.num_steps = 10
-train.train_and_evaluate(c, {str(tmp_path)!r})
-assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None
-"""
-  r = run_python(code)
-  assert r.returncode == 0, r.stderr[-3000:]
-  rows = read_metrics(str(tmp_path))
-  assert [row['step'] for row in rows if 'train_loss' in row] == [10]
-  assert any('f_mem' in row for row in rows)  # evaluation (clu-free metric writing) needs no TensorFlow either
