@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_python, tiny_config
-from jaxdiff import evaluate, sharding, train
+from jaxdiff import evaluate, train
 from jaxdiff.families import build_family
 from jaxdiff.writers import read_metrics
 
