@@ -46,15 +46,15 @@ def _gaussian(d=3):
 
 
 def _exact_eps(schedule, mean, cov):
-  """eps*(x_t, t) = sqrt(1 - ab) C_t^{-1} (x_t - sqrt(ab) m), with C_t = ab S + (1 - ab) I."""
-  mean, cov = jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32)
-  eye = jnp.eye(cov.shape[0])
+  """eps*(x_t, t) = sqrt(1 - ab) C_t^{-1} (x_t - sqrt(ab) m), with C_t = ab S + (1 - ab) I, applied in the
+  eigenbasis S = Q diag(l) Q^T (computed once in float64): C_t^{-1} = Q diag(1 / (ab l + 1 - ab)) Q^T."""
+  lam, q = np.linalg.eigh(np.asarray(cov, np.float64))
+  mean, lam, q = (jnp.asarray(a, jnp.float32) for a in (mean, lam, q))
 
   def eps_fn(x, t):
-    ab = schedule.alpha_bars[t.astype(jnp.int32)][:, None, None]
-    c_t = ab * cov + (1 - ab) * eye
-    r = x - jnp.sqrt(ab[:, :, 0]) * mean
-    return jnp.sqrt(1 - ab[:, :, 0]) * jnp.linalg.solve(c_t, r[..., None])[..., 0]
+    ab = schedule.alpha_bars[t.astype(jnp.int32)][:, None]          # [B, 1]
+    r = (x - jnp.sqrt(ab) * mean) @ q                                # in the eigenbasis
+    return jnp.sqrt(1 - ab) * (r / (ab * lam + 1 - ab)) @ q.T
   return eps_fn
 
 
