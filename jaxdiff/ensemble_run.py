@@ -50,7 +50,7 @@ def train_members(config: ml_collections.ConfigDict, workdir: str, trainer, *, s
   """Train `trainer`'s members to `train.num_steps` (or stop_at_step), resuming from `workdir`'s latest
   checkpoint. Returns the step reached (< num_steps when stopped early: run again to resume)."""
   from jaxdiff.checkpoint import Checkpoints  # pylint: disable=g-import-not-at-top
-  from jaxdiff.train import _Preemption, log_spaced_milestones  # pylint: disable=g-import-not-at-top
+  from jaxdiff.train import Preemption, log_spaced_milestones  # pylint: disable=g-import-not-at-top
   tc = config.train
   os.makedirs(workdir, exist_ok=True)
   json_dump(config.to_dict(), os.path.join(workdir, 'config.json'))
@@ -73,7 +73,7 @@ def train_members(config: ml_collections.ConfigDict, workdir: str, trainer, *, s
   reset = step % tc.log_every == 0   # a checkpoint at a log step holds the sums of the row already written
   last_time, last_step, t_start, step_start = time.perf_counter(), step, time.perf_counter(), step
   end = tc.num_steps if stop_at_step is None else min(stop_at_step, tc.num_steps)
-  with _Preemption() as preemption:
+  with Preemption() as preemption:
     while step < end and not preemption.requested:
       candidates = [end, (step // tc.log_every + 1) * tc.log_every,
                     (step // tc.checkpoint_every + 1) * tc.checkpoint_every, step + tc.steps_per_dispatch]

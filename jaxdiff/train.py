@@ -168,7 +168,7 @@ def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay
                  donate_argnums=0)
 
 
-class _Preemption:
+class Preemption:
   """Turns SIGTERM (TPU preemption, job schedulers) into a flag the loop polls between chunks."""
 
   def __init__(self):
@@ -271,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   reset = step % tc.log_every == 0  # a checkpoint at a log step holds the sums of the row already written
   last_log_step, last_log_time = step, time.perf_counter()
   t_start, step_start = last_log_time, step
-  with _Preemption() as preemption:
+  with Preemption() as preemption:
     while step < num_steps and not distributed.any_process(preemption.requested):
       n = min(next_boundary(step) - step, tc.steps_per_dispatch)
       state = chunk(state, data, jnp.int32(n), jnp.bool_(reset))
