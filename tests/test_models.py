@@ -80,7 +80,8 @@ def test_cpu_kernels_compute_the_same_functions_and_gradients():
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 3))
   dn = jax.lax.conv_dimension_numbers(x.shape, (3, 3, 3, 5), ('NHWC', 'HWIO', 'NHWC'))
   for shape, strides, padding in (((3, 3, 3, 5), (1, 1), 'SAME'), ((1, 1, 3, 5), (1, 1), 'VALID'),
-                                  ((3, 3, 3, 5), (2, 1), ((0, 2), (1, 0)))):
+                                  ((3, 3, 3, 5), (2, 1), ((0, 2), (1, 0))),
+                                  ((3, 2, 3, 5), (1, 1), ((0, 2), (1, 0)))):
     w = jax.random.normal(jax.random.PRNGKey(4), shape)
     f = lambda fn, x, w: jnp.sum(jnp.cos(fn(x, w, strides, padding, dimension_numbers=dn)))
     grad = jax.jit(jax.value_and_grad(f, (1, 2)), static_argnums=0)
