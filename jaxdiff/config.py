@@ -53,8 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
       dropout=0.1,
       groups=8,
       num_classes=0,       # > 0: class-conditional (labels from the data set)
-      kernels='auto',      # 'xla' (Flax's attention and convolution), 'cpu' (jaxdiff/models/kernels.py:
-                           # faster on XLA:CPU, same parameters), 'auto' (by JAX's default backend)
+      kernels='auto',      # 'xla' (Flax's attention, XLA's default options), 'cpu' (jaxdiff/models/kernels.py:
+                           # per-example attention, Eigen convolutions; faster on XLA:CPU, same parameters),
+                           # 'auto' (by JAX's default backend)
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(

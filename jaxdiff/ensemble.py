@@ -169,12 +169,13 @@ def member_sharding(mesh: Mesh | None, num_members: int) -> NamedSharding | None
 
 
 def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch_size: int,
-                     loop: str = 'device', ema_decay: float = 0.0):
+                     loop: str = 'device', ema_decay: float = 0.0, compiler_options: dict | None = None):
   """`chunk(state, data, sizes, num_steps, reset) -> state`: num_steps steps of every member.
 
   reset: zero the loss accumulators first. loop 'device': the steps run in one compiled `lax.fori_loop`
   (trip count an argument: one compilation for all chunk lengths); 'host': one compiled step dispatched
   num_steps times. Both compute the same steps. Shardings follow the inputs (see `member_sharding`).
+  compiler_options: for `jax.jit` (a family's `compiler_options`).
   """
   step = functools.partial(ensemble_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay)
 
@@ -184,7 +185,7 @@ def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch
 
   if loop == 'host':
     reset_fn = jax.jit(reset_sums, donate_argnums=0)
-    one = jax.jit(step, donate_argnums=0)
+    one = jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
 
     def host_chunk(state, data, sizes, num_steps, reset):
       state = reset_fn(state, reset)
@@ -198,7 +199,7 @@ def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch
   def chunk(state, data, sizes, num_steps, reset):
     return jax.lax.fori_loop(0, num_steps, lambda _, st: step(st, data, sizes), reset_sums(state, reset))
 
-  return jax.jit(chunk, donate_argnums=0)
+  return jax.jit(chunk, donate_argnums=0, compiler_options=compiler_options)
 
 
 def family_loss_fn(family, graphdef) -> LossFn:

@@ -14,12 +14,13 @@ import ml_collections
 from flax import nnx
 
 from jaxdiff import diffusion
-from jaxdiff.models import build_network
+from jaxdiff.models import build_network, kernels
 
 Batch = dict[str, jax.Array]  # 'x': [B, ...] data, 'y': [B] int labels
 
 
 class Family(Protocol):
+  compiler_options: dict[str, str] | None   # for `jax.jit` of programs that run the network
   def init(self, key: jax.Array) -> nnx.Module: ...
   def loss(self, model: nnx.Module, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array: ...
   def sample(self, model: nnx.Module, key: jax.Array, num: int, y: jax.Array | None = None) -> jax.Array: ...
@@ -38,6 +39,8 @@ class DDPM:
       self.clip = tuple(jnp.asarray(v, jnp.float32) for v in data_range)
     df = config.diffusion
     self.schedule = diffusion.linear_schedule(df.num_steps, df.beta_min, df.beta_max)
+    # XLA options for every compiled program that runs the network (jaxdiff/models/kernels.py).
+    self.compiler_options = kernels.compiler_options(config.model.kernels)
 
   def init(self, key: jax.Array) -> nnx.Module:
     h, _, c = self.data_shape

@@ -152,7 +152,8 @@ def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay
   if resolve_loop(loop) == 'host':
     reset_fn = jax.jit(reset_sums, in_shardings=(state_sharding, rep), out_shardings=state_sharding,
                        donate_argnums=0)
-    one = jax.jit(step, in_shardings=(state_sharding, rep), out_shardings=state_sharding, donate_argnums=0)
+    one = jax.jit(step, in_shardings=(state_sharding, rep), out_shardings=state_sharding, donate_argnums=0,
+                  compiler_options=family.compiler_options)
 
     def host_chunk(state, data, num_steps, reset):
       state = reset_fn(state, reset)
@@ -165,7 +166,7 @@ def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay
     return jax.lax.fori_loop(0, num_steps, lambda _, st: step(st, data), reset_sums(state, reset))
 
   return jax.jit(chunk, in_shardings=(state_sharding, rep, rep, rep), out_shardings=state_sharding,
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=family.compiler_options)
 
 
 class Preemption:
@@ -377,7 +378,8 @@ def make_sampler(family: Family, graphdef, num: int, mesh):
   """Compiled `sampler(params, key) -> samples [num, ...]`, samples sharded over the mesh when possible."""
   n_data = mesh.shape[sharding.DATA]
   out = sharding.batch_sharded(mesh) if num % n_data == 0 else sharding.replicated(mesh)
-  return jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, num), out_shardings=out)
+  return jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, num), out_shardings=out,
+                 compiler_options=family.compiler_options)
 
 
 def write_sample_grid(config, workdir, family, graphdef, state, images, mesh, *, write: bool = True) -> str:

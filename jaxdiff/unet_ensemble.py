@@ -86,7 +86,8 @@ class Trainer:
         lambda x: shard if x.ndim and x.shape[0] == len(self.members) else sharding.replicated(mesh), state))
     self.chunk = ensemble.make_train_chunk(loss_fn=ensemble.family_loss_fn(family, self.graphdef), tx=tx,
                                            batch_size=config.train.batch_size,
-                                           loop=train.resolve_loop(config.train.loop), ema_decay=ema_decay)
+                                           loop=train.resolve_loop(config.train.loop), ema_decay=ema_decay,
+                                           compiler_options=family.compiler_options)
     self.evaluators = {}
     if config.eval.enabled:
       for n_ in sizes:

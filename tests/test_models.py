@@ -66,9 +66,9 @@ def test_class_conditioning_uses_the_label():
 
 
 def test_cpu_kernels_compute_the_same_functions_and_gradients():
-  """jaxdiff/models/kernels.py: the per-example attention and the convolution with a matrix-product kernel
-  gradient give Flax's values and gradients (strided, 1x1 and padded cases); a U-Net gives the same output
-  with model.kernels 'cpu' and 'xla' from the same parameters."""
+  """jaxdiff/models/kernels.py: the per-example attention gives Flax's values and gradients; the CPU compile
+  options are given on the CPU (and only for 'cpu'/'auto') and compile a convolution's value and gradients to
+  the default ones; a U-Net gives the same output with model.kernels 'cpu' and 'xla' from the same parameters."""
   from jaxdiff.models import kernels
   q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (3, 16, 2, 4)) for i in range(3))
   f_ex = lambda *a: jnp.sum(jnp.sin(kernels.per_example_attention(*a)))
@@ -76,19 +76,22 @@ def test_cpu_kernels_compute_the_same_functions_and_gradients():
   np.testing.assert_allclose(kernels.per_example_attention(q, k, v), nnx.dot_product_attention(q, k, v), atol=1e-5)
   for a, b in zip(jax.grad(f_ex, (0, 1, 2))(q, k, v), jax.grad(f_ref, (0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(a, b, atol=1e-5)
+  assert kernels.attention_function('cpu') is kernels.per_example_attention
+  assert kernels.attention_function('xla') is nnx.dot_product_attention
 
+  assert jax.default_backend() == 'cpu'
+  assert kernels.compiler_options('cpu') == kernels.CPU_COMPILER_OPTIONS   # jaxlib 0.10 knows the option
+  assert kernels.compiler_options('auto') == kernels.CPU_COMPILER_OPTIONS
+  assert kernels.compiler_options('xla') is None
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 3))
-  dn = jax.lax.conv_dimension_numbers(x.shape, (3, 3, 3, 5), ('NHWC', 'HWIO', 'NHWC'))
-  for shape, strides, padding in (((3, 3, 3, 5), (1, 1), 'SAME'), ((1, 1, 3, 5), (1, 1), 'VALID'),
-                                  ((3, 3, 3, 5), (2, 1), ((0, 2), (1, 0))),
-                                  ((3, 2, 3, 5), (1, 1), ((0, 2), (1, 0)))):
-    w = jax.random.normal(jax.random.PRNGKey(4), shape)
-    f = lambda fn, x, w: jnp.sum(jnp.cos(fn(x, w, strides, padding, dimension_numbers=dn)))
-    grad = jax.jit(jax.value_and_grad(f, (1, 2)), static_argnums=0)
-    (va, ga), (vb, gb) = grad(kernels.conv_general_dilated, x, w), grad(jax.lax.conv_general_dilated, x, w)
-    np.testing.assert_allclose(va, vb, rtol=1e-5)
-    for a, b in zip(ga, gb):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  w = jax.random.normal(jax.random.PRNGKey(4), (3, 3, 3, 5))
+  conv = lambda x, w: jnp.sum(jnp.cos(jax.lax.conv_general_dilated(
+      x, w, (2, 1), ((0, 2), (1, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
+  (va, ga), (vb, gb) = (jax.jit(jax.value_and_grad(conv, (0, 1)), compiler_options=o)(x, w)
+                        for o in (kernels.compiler_options('cpu'), None))
+  np.testing.assert_allclose(va, vb, rtol=1e-5)
+  for a, b in zip(ga, gb):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
   kw = dict(image_size=8, channels=1, width=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,))
   a, b = UNet(**kw, kernels='cpu', rngs=nnx.Rngs(0)), UNet(**kw, kernels='xla', rngs=nnx.Rngs(0))
