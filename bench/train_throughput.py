@@ -52,7 +52,8 @@ def bench_width(width: int, batch: int, k: int, steps: int, image_size: int) -> 
                          'y': jnp.zeros((n,), jnp.int32)}, rep)
 
   one = jax.jit(functools.partial(train.train_step, graphdef=graphdef, family=family, tx=tx,
-                                  batch_size=batch, ema_decay=0.0, batch_sharding=sharding.batch_sharded(mesh)))
+                                  batch_size=batch, ema_decay=0.0, batch_sharding=sharding.batch_sharded(mesh)),
+                compiler_options=family.compiler_options)
   cost = one.lower(state, data).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')

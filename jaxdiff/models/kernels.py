@@ -3,10 +3,10 @@
 Measured on the 2-core CPU (AMD EPYC, AVX2, jax 0.10.2) in the paper-1 U-Net's shapes, batch 64:
 - jaxlib 0.10 routes XLA:CPU convolutions to YNNPACK by default, which is slow there: a 3x3 convolution
   64 -> 64 channels at 32x32 takes 96 ms forward, 87 ms for the input gradient and 1521 ms for the kernel
-  gradient; with `xla_cpu_experimental_ynn_fusion_type=''` (XLA's own Eigen convolutions) 45 ms, 37 ms and
-  74 ms (PyTorch 2.13's oneDNN on the same CPU: 67 ms forward, 118 ms for both gradients). `compiler_options`
-  gives that option to the jitted train steps, samplers and evaluators (per compilation, not process-wide);
-  one paper-1 Adam step at W = 32 went from 6.0 s to ~5.2 s.
+  gradient; with YNNPACK kept off convolutions (`xla_cpu_experimental_ynn_fusion_type`, XLA's own Eigen
+  convolutions) 45 ms, 37 ms and 74 ms (PyTorch 2.13's oneDNN on the same CPU: 67 ms forward, 118 ms for
+  both gradients). `compiler_options` gives that option to the jitted train steps, samplers and evaluators
+  (per compilation, not process-wide); one paper-1 Adam step at W = 32 went from 6.0 s to 4.7 s.
 - self-attention over 16x16 positions, 4 heads of 4 channels, forward + backward: 322 ms with
   `nnx.dot_product_attention`, 100 ms with `per_example_attention` (the [heads, L, L] scores of one example
   stay in cache instead of streaming the [B, heads, L, L] tensor through memory several times).
@@ -68,9 +68,11 @@ def attention_function(kind: str):
   return per_example_attention if resolve(kind) == 'cpu' else nnx.dot_product_attention
 
 
-# XLA:CPU convolutions by Eigen instead of YNNPACK (see the module docstring); jaxlib versions without this
-# option compile with their defaults.
-CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+# YNNPACK for dot fusions only, so convolutions go to Eigen (see the module docstring); jaxlib versions
+# without this option compile with their defaults. Measured per Adam step (W = 8 / 32): YNNPACK's default
+# fusions 1.42 / 5.97 s (with the custom kernel gradient this replaced), no YNNPACK at all 1.42 / 5.20 s,
+# dots only 1.32 / 4.73 s, dots as single ops 1.32 / 4.83 s, elementwise and reductions only 1.40 / 5.36 s.
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
 
 
 @functools.cache
