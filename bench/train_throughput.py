@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import sharding, train
+from jaxdiff import families, sharding, train
 from jaxdiff.config import default_config
 from jaxdiff.families import build_family
 
@@ -53,7 +53,7 @@ def bench_width(width: int, batch: int, k: int, steps: int, image_size: int) -> 
 
   one = jax.jit(functools.partial(train.train_step, graphdef=graphdef, family=family, tx=tx,
                                   batch_size=batch, ema_decay=0.0, batch_sharding=sharding.batch_sharded(mesh)),
-                compiler_options=family.compiler_options)
+                compiler_options=families.compiler_options(family))
   cost = one.lower(state, data).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jaxdiff import diffusion, distributed, paths, sharding
+from jaxdiff import diffusion, distributed, families, paths, sharding
 from jaxdiff import timescales
 from jaxdiff.metrics import memorization, quality
 
@@ -69,7 +69,7 @@ class Evaluator:
     self.sample_batch = max(n_dev, batch - batch % n_dev)
     out = sharding.batch_sharded(mesh)
     self._sample = jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, self.sample_batch),
-                           out_shardings=out, compiler_options=family.compiler_options)
+                           out_shardings=out, compiler_options=families.compiler_options(family))
 
     # The training set stays on the devices (replicated) for the neighbour search; samples are split.
     self.train = distributed.put(images.train, rep)
@@ -90,7 +90,7 @@ class Evaluator:
       mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
       spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.DATA))
       self._loss_sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec), n)
-    self._loss = jax.jit(self._fixed_time_loss, compiler_options=family.compiler_options)
+    self._loss = jax.jit(self._fixed_time_loss, compiler_options=families.compiler_options(family))
 
     # Quality: features of `num_reference_sets` disjoint blocks of the test images, once.
     self.extractor = None

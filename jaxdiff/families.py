@@ -20,7 +20,8 @@ Batch = dict[str, jax.Array]  # 'x': [B, ...] data, 'y': [B] int labels
 
 
 class Family(Protocol):
-  compiler_options: dict[str, str] | None   # for `jax.jit` of programs that run the network
+  """What the loop calls. Optionally a `compiler_options` attribute: XLA options for the `jax.jit` of every
+  program that runs the network (see `compiler_options` below)."""
   def init(self, key: jax.Array) -> nnx.Module: ...
   def loss(self, model: nnx.Module, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array: ...
   def sample(self, model: nnx.Module, key: jax.Array, num: int, y: jax.Array | None = None) -> jax.Array: ...
@@ -72,6 +73,11 @@ class DDPM:
       y = jnp.full((num,), self.config.model.num_classes, jnp.int32)  # the unconditional ("null") class
     return diffusion.sample(self.schedule, self._eps_fn(model, y, train=False), (num, *self.data_shape), key,
                             sampler=df.sampler, sample_steps=df.sample_steps, eta=df.eta, clip=self.clip)
+
+
+def compiler_options(family) -> dict[str, str] | None:
+  """The family's XLA compile options for programs that run its network (None: XLA's defaults)."""
+  return getattr(family, 'compiler_options', None)
 
 
 def build_family(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], data_range=None) -> Family:

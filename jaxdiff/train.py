@@ -30,6 +30,7 @@ from flax import nnx
 
 from jaxdiff import config as config_lib
 from jaxdiff import distributed
+from jaxdiff import families
 from jaxdiff import ensemble as ensemble_lib
 from jaxdiff import evaluate as evaluate_lib
 from jaxdiff import paths
@@ -153,7 +154,7 @@ def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay
     reset_fn = jax.jit(reset_sums, in_shardings=(state_sharding, rep), out_shardings=state_sharding,
                        donate_argnums=0)
     one = jax.jit(step, in_shardings=(state_sharding, rep), out_shardings=state_sharding, donate_argnums=0,
-                  compiler_options=family.compiler_options)
+                  compiler_options=families.compiler_options(family))
 
     def host_chunk(state, data, num_steps, reset):
       state = reset_fn(state, reset)
@@ -166,7 +167,7 @@ def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay
     return jax.lax.fori_loop(0, num_steps, lambda _, st: step(st, data), reset_sums(state, reset))
 
   return jax.jit(chunk, in_shardings=(state_sharding, rep, rep, rep), out_shardings=state_sharding,
-                 donate_argnums=0, compiler_options=family.compiler_options)
+                 donate_argnums=0, compiler_options=families.compiler_options(family))
 
 
 class Preemption:
@@ -379,7 +380,7 @@ def make_sampler(family: Family, graphdef, num: int, mesh):
   n_data = mesh.shape[sharding.DATA]
   out = sharding.batch_sharded(mesh) if num % n_data == 0 else sharding.replicated(mesh)
   return jax.jit(lambda params, key: family.sample(nnx.merge(graphdef, params), key, num), out_shardings=out,
-                 compiler_options=family.compiler_options)
+                 compiler_options=families.compiler_options(family))
 
 
 def write_sample_grid(config, workdir, family, graphdef, state, images, mesh, *, write: bool = True) -> str:

@@ -29,7 +29,7 @@ from absl import logging
 from flax import nnx
 
 from jaxdiff import config as config_lib
-from jaxdiff import distributed, ensemble, ensemble_run, sharding
+from jaxdiff import distributed, ensemble, ensemble_run, families, sharding
 from jaxdiff import evaluate as evaluate_lib
 from jaxdiff.families import build_family
 from jaxdiff.writers import read_metrics
@@ -87,7 +87,7 @@ class Trainer:
     self.chunk = ensemble.make_train_chunk(loss_fn=ensemble.family_loss_fn(family, self.graphdef), tx=tx,
                                            batch_size=config.train.batch_size,
                                            loop=train.resolve_loop(config.train.loop), ema_decay=ema_decay,
-                                           compiler_options=family.compiler_options)
+                                           compiler_options=families.compiler_options(family))
     self.evaluators = {}
     if config.eval.enabled:
       for n_ in sizes:
