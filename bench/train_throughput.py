@@ -25,7 +25,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxdiff import families, sharding, train
 from jaxdiff.config import default_config

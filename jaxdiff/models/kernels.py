@@ -12,7 +12,7 @@ Measured on the 2-core CPU (AMD EPYC, AVX2, jax 0.10.2) in the paper-1 U-Net's s
   stay in cache instead of streaming the [B, heads, L, L] tensor through memory several times).
 
 `attention_function(kind)` gives `nnx.MultiHeadAttention` its attention: 'xla' Flax's default, 'cpu' the
-per-example one; `compiler_options(kind)` the XLA options ('cpu': Eigen convolutions, {} otherwise). 'auto'
+per-example one; `compiler_options(kind)` the XLA options ('cpu': Eigen convolutions, None otherwise). 'auto'
 picks 'cpu' when JAX's default backend is the CPU (GPUs and TPUs run the defaults well). Parameters are the
 same either way: only the computation differs.
 """
@@ -28,7 +28,6 @@ from flax import nnx
 from jax import lax
 
 KINDS = ('auto', 'xla', 'cpu')
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def per_example_attention(query, key, value, mask=None, dropout_rate=0.0, deterministic=True, precision=None,

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxdiff.models.kernels import attention_function, resolve
+from jaxdiff.models.kernels import attention_function
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -95,7 +95,6 @@ class UNet(nnx.Module):
     self.temb2 = nnx.Linear(temb_dim, temb_dim, rngs=rngs)
     # Class conditioning: one extra "null" class (index num_classes) for classifier-free guidance.
     self.class_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes > 0 else None
-    resolve(kernels)  # an unknown kind fails here, with the config field's name
     conv = functools.partial(nnx.Conv, rngs=rngs)
     self.conv_in = conv(channels, width, (3, 3))
 
