@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 def timestep_embedding(t, dim):
   half = dim // 2
-  freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+  freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
   args = t.float()[:, None] * freqs[None]
   return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
@@ -125,18 +125,19 @@ def paper_parameter_count(model, num_timesteps=1000):
   return sum(p.numel() for p in model.parameters()) + num_timesteps * model.width
 
 
-def time_width(width, batch, image_size, steps, warmup):
+def time_width(width, batch, image_size, steps, warmup, device='cpu'):
   torch.manual_seed(0)
-  model = UNet(width, image_size=image_size)
+  model = UNet(width, image_size=image_size).to(device)
   opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-  betas = torch.linspace(1e-4, 0.02, 1000)
+  betas = torch.linspace(1e-4, 0.02, 1000, device=device)
   abar = torch.cumprod(1 - betas, 0)
-  data = torch.randn(256, 1, image_size, image_size)
+  data = torch.randn(256, 1, image_size, image_size, device=device)
+  sync = torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
 
   def step():
-    idx = torch.randint(0, data.shape[0], (batch,))
+    idx = torch.randint(0, data.shape[0], (batch,), device=device)
     x0 = data[idx]
-    t = torch.randint(1, 1000, (batch,))
+    t = torch.randint(1, 1000, (batch,), device=device)
     eps = torch.randn_like(x0)
     a = abar[t][:, None, None, None]
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -148,9 +149,11 @@ def time_width(width, batch, image_size, steps, warmup):
   model.train()
   for _ in range(warmup):
     step()
+  sync()
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
+  sync()
   return (time.perf_counter() - t0) / steps, paper_parameter_count(model)
 
 
@@ -161,12 +164,13 @@ def main():
   p.add_argument('--image_size', type=int, default=32)
   p.add_argument('--steps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--device', default='cpu', help="torch device: 'cpu' or 'cuda'")
   args = p.parse_args()
   out = {}
   for w in [int(x) for x in args.widths.split(',')]:
-    sec, count = time_width(w, args.batch, args.image_size, args.steps, args.warmup)
+    sec, count = time_width(w, args.batch, args.image_size, args.steps, args.warmup, args.device)
     out[w] = {'sec_per_step': sec, 'params': count}
-    print(f'torch {torch.__version__} ({torch.get_num_threads()} threads): W={w} {sec:.3f} s/step, '
+    print(f'torch {torch.__version__} on {args.device} ({torch.get_num_threads()} threads): W={w} {sec:.3f} s/step, '
           f'{count / 1e6:.3f}M parameters', flush=True)
   print(json.dumps(out))
 

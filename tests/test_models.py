@@ -79,9 +79,13 @@ def test_cpu_kernels_compute_the_same_functions_and_gradients():
   assert kernels.attention_function('cpu') is kernels.per_example_attention
   assert kernels.attention_function('xla') is nnx.dot_product_attention
 
-  assert jax.default_backend() == 'cpu'
-  assert kernels.compiler_options('cpu') == kernels.CPU_COMPILER_OPTIONS   # jaxlib 0.10 knows the option
-  assert kernels.compiler_options('auto') == kernels.CPU_COMPILER_OPTIONS
+  if jax.default_backend() == 'cpu':
+    assert kernels.resolve('auto') == 'cpu'
+    assert kernels.compiler_options('cpu') == kernels.CPU_COMPILER_OPTIONS   # jaxlib 0.10 knows the option
+    assert kernels.compiler_options('auto') == kernels.CPU_COMPILER_OPTIONS
+  else:   # GPU/TPU (the device check runs this file there): XLA's defaults, Flax's attention for 'auto'
+    assert kernels.resolve('auto') == 'xla'
+    assert kernels.compiler_options('cpu') is None and kernels.compiler_options('auto') is None
   assert kernels.compiler_options('xla') is None
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 3))
   w = jax.random.normal(jax.random.PRNGKey(4), (3, 3, 3, 5))
