@@ -103,5 +103,42 @@ def test_cpu_kernels_compute_the_same_functions_and_gradients():
   (ga, pa), (gb, pb) = nnx.split(a, nnx.Param), nnx.split(b, nnx.Param)
   apply = jax.jit(lambda params, gd: nnx.merge(gd, params)(x, t), static_argnums=1)
   np.testing.assert_allclose(apply(pa, ga), apply(pb, gb), atol=1e-5)
+  grad = jax.jit(jax.grad(lambda params, gd: jnp.sum(jnp.sin(nnx.merge(gd, params)(x, t)))), static_argnums=1)
+  for u, v in zip(jax.tree.leaves(grad(pa, ga)), jax.tree.leaves(grad(pb, gb))):
+    np.testing.assert_allclose(u, v, atol=2e-5)
   with pytest.raises(ValueError, match="'model.kernels'"):
     UNet(**kw, kernels='flash', rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('strides,padding', [((1, 1), 'SAME'), ((2, 2), 'SAME'), ((2, 1), ((0, 2), (1, 0))),
+                                             ((3, 2), ((2, 1), (0, 3))), ((1, 1), ((3, -1), (2, 2)))])
+def test_canonical_conv_is_lax_conv_with_canonical_gradients(strides, padding):
+  """kernels.canonical_conv: lax's convolution (value and both gradients, any strides and padding), with
+  gradients that stay in XLA:CPU's canonical form inside a while loop's body, where XLA does not rewrite them
+  (the kernel gradient JAX emits there runs as a naive loop nest, ~200x slower)."""
+  from jaxdiff.models.kernels import canonical_conv
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 9, 3))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.cos(conv(x, w, strides, padding, dimension_numbers=dn)))
+  (va, ga), (vb, gb) = (jax.value_and_grad(loss(c), (0, 1))(x, w)
+                        for c in (canonical_conv, jax.lax.conv_general_dilated))
+  np.testing.assert_allclose(va, vb, rtol=1e-5)
+  for a, b in zip(ga, gb):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+  def loop(conv):
+    step = lambda _, xw: jax.tree.map(lambda p, g: p - 1e-3 * g, xw, jax.grad(loss(conv), (0, 1))(*xw))
+    return jax.jit(lambda x, w: jax.lax.fori_loop(0, 2, step, (x, w)))
+
+  def conv_labels(f):
+    hlo = f.lower(x, w).compile().as_text()
+    return {l.split('dim_labels=')[1].split(',')[0] for l in hlo.splitlines() if ' convolution(' in l}
+
+  if jax.default_backend() == 'cpu':
+    assert conv_labels(loop(canonical_conv)) == {'b01f_01io->b01f'}
+    assert len(conv_labels(loop(jax.lax.conv_general_dilated))) > 1   # what the custom gradients avoid
+  # Anything but a plain 2-D NHWC/HWIO convolution goes to lax unchanged.
+  grouped = canonical_conv(x, w[:, :, :1, :3], (1, 1), 'SAME', dimension_numbers=dn, feature_group_count=3)
+  np.testing.assert_allclose(grouped, jax.lax.conv_general_dilated(x, w[:, :, :1, :3], (1, 1), 'SAME',
+                                                                   dimension_numbers=dn, feature_group_count=3))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxdiff.models.kernels import attention_function
+from jaxdiff.models.kernels import attention_function, conv_function
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -41,8 +41,8 @@ class ResBlock(nnx.Module):
   """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, residual (1x1 conv if needed)."""
 
   def __init__(self, in_ch: int, out_ch: int, temb_dim: int, *, dropout: float, groups: int,
-               rngs: nnx.Rngs):
-    conv = functools.partial(nnx.Conv, rngs=rngs)
+               rngs: nnx.Rngs, kernels: str = 'auto'):
+    conv = functools.partial(nnx.Conv, conv_general_dilated=conv_function(kernels), rngs=rngs)
     self.norm1 = nnx.GroupNorm(in_ch, num_groups=groups, rngs=rngs)
     self.conv1 = conv(in_ch, out_ch, (3, 3))
     self.temb_proj = nnx.Linear(temb_dim, out_ch, rngs=rngs)
@@ -95,10 +95,10 @@ class UNet(nnx.Module):
     self.temb2 = nnx.Linear(temb_dim, temb_dim, rngs=rngs)
     # Class conditioning: one extra "null" class (index num_classes) for classifier-free guidance.
     self.class_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes > 0 else None
-    conv = functools.partial(nnx.Conv, rngs=rngs)
+    conv = functools.partial(nnx.Conv, conv_general_dilated=conv_function(kernels), rngs=rngs)
     self.conv_in = conv(channels, width, (3, 3))
 
-    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs)
+    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs, kernels=kernels)
     attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs, kernels=kernels)
     skip_chs = [width]
     ch, res = width, image_size
