@@ -6,7 +6,7 @@
 
 Each width is timed, in the same run, with the 'device' loop at 1 step per dispatch and at K steps per
 dispatch (one `lax.fori_loop` call), so the dispatch overhead shows as their ratio, and with the 'host' loop
-(one compiled step dispatched per step, the CPU default: XLA:CPU runs while-loop bodies slower). FLOPs per step come from XLA's cost analysis
+(one compiled step dispatched per step). FLOPs per step come from XLA's cost analysis
 of one compiled train step. Reference: issue 2 quotes 0.97 s, 1.14 s and 1.57 s per step for paper 1's
 PyTorch code at W = 8, 16, 32, batch 64, on a 2-core CPU. With `--torch_python` (a Python that has torch) the
 same network in PyTorch (bench/torch_unet_baseline.py) is timed in the same run, before the JAX timings, and

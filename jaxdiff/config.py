@@ -83,7 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
       num_steps=100_000,
       batch_size=512,          # the effective batch is min(data.n, batch_size)
       steps_per_dispatch=32,   # train steps between host syncs (one compiled call when loop='device')
-      loop='auto',             # 'device' (lax loop), 'host' (a dispatch per step); 'auto': host on CPU only
+      loop='auto',             # 'device' (lax loop), 'host' (a dispatch per step); 'auto': 'device'
       log_every=100,
       checkpoint_every=5000,   # the latest checkpoint; milestone checkpoints are kept as well
       num_milestones=40,       # log-spaced milestones (checkpoints, evaluation)

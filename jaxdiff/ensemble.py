@@ -168,6 +168,20 @@ def member_sharding(mesh: Mesh | None, num_members: int) -> NamedSharding | None
   return sharding.replicated(mesh)
 
 
+LOOPS = ('auto', 'device', 'host')
+
+
+def resolve_loop(loop: str) -> str:
+  """config.train.loop -> 'device' or 'host'. 'auto' is 'device' on every backend: with the convolution
+  gradients in XLA:CPU's canonical form (models/kernels.py) a while-loop body runs as fast as the same step
+  compiled alone, and there is one dispatch per chunk (quickstart U-Net on a 2-core CPU: 27 ms per step in
+  the device loop, 56 ms dispatched step by step; paper-1 U-Net W = 8/16/32: 1.13/1.93/4.37 s against
+  1.27/2.24/4.55 s). 'host' (one compiled step dispatched per step) computes the same steps."""
+  if loop not in LOOPS:
+    raise ValueError(f"config field 'train.loop': must be one of {LOOPS}, got {loop!r}")
+  return 'device' if loop == 'auto' else loop
+
+
 def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch_size: int,
                      loop: str = 'device', ema_decay: float = 0.0, compiler_options: dict | None = None):
   """`chunk(state, data, sizes, num_steps, reset) -> state`: num_steps steps of every member.

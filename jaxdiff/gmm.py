@@ -406,15 +406,6 @@ def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collection
 _json_dump = ensemble_run.json_dump
 
 
-def resolve_loop(loop: str) -> str:
-  """'auto' -> 'device' (one compiled fori_loop per chunk) on every backend: unlike the U-Net (see
-  train.resolve_loop) these MLPs run as fast in an XLA:CPU loop as dispatched one step at a time (measured
-  76 vs 73 steps/s, 4 members, W = 64, 2-core CPU), with one dispatch per chunk."""
-  if loop not in ('auto', 'device', 'host'):
-    raise ValueError(f"config field 'train.loop': must be 'auto', 'device' or 'host', got {loop!r}")
-  return 'device' if loop == 'auto' else loop
-
-
 @functools.lru_cache(maxsize=8)
 def _compiled_training(problem: Problem, optimizer: tuple, batch_size: int, loop: str):
   """(tx, init, chunk) of one problem and optimizer (config.optimizer's sorted items), built once per
@@ -444,7 +435,7 @@ class Trainer:
     self.batch_size = int(config.train.batch_size)
     self.tx, init, self.chunk = _compiled_training(
         self.problem, tuple(sorted(config.optimizer.to_dict().items())), self.batch_size,
-        resolve_loop(config.train.loop))
+        ensemble.resolve_loop(config.train.loop))
     self._evaluate = _compiled_evaluation(self.problem, int(config.eval.num_samples))
     # One draw per seed of its largest n; members slice it (the same points as their own draws: the
     # threefry prefix property, see Member.data).

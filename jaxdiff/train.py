@@ -5,8 +5,9 @@ Data flows one way: config -> arrays on device -> compiled chunks of train steps
 draws its batch in-graph from (seed, step) alone, epoch by epoch without replacement, so a resumed run
 sees exactly the batches an uninterrupted run would. Up to `train.steps_per_dispatch` steps run per
 compiled call, in a `lax.fori_loop` whose trip count is an argument: one compilation serves every chunk
-length (on CPU, `train.loop='auto'` dispatches single compiled steps instead). The batch is sharded over the mesh's 'data' axis and the state replicated: XLA inserts the
-gradient all-reduce (data parallelism through `jax.jit` shardings).
+length (`train.loop='host'` dispatches single compiled steps instead). The batch is sharded over the mesh's
+'data' axis and the state replicated: XLA inserts the gradient all-reduce (data parallelism through
+`jax.jit` shardings).
 """
 
 from __future__ import annotations
@@ -120,17 +121,8 @@ def train_step(state: TrainState, data: dict, *, graphdef, family: Family, tx, b
                        loss_sum=state.loss_sum + loss, loss_count=state.loss_count + 1)
 
 
-LOOPS = ('auto', 'device', 'host')
-
-
-def resolve_loop(loop: str) -> str:
-  """'auto': 'host' on CPU, where XLA runs a while-loop body ~2-3x slower than the same step compiled alone
-  (measured: quickstart U-Net 137 vs 64 ms/step on a 2-core CPU), 'device' on GPU/TPU."""
-  if loop not in LOOPS:
-    raise ValueError(f"config field 'train.loop': must be one of {LOOPS}, got {loop!r}")
-  if loop == 'auto':
-    return 'host' if jax.default_backend() == 'cpu' else 'device'
-  return loop
+LOOPS = ensemble_lib.LOOPS
+resolve_loop = ensemble_lib.resolve_loop
 
 
 def make_train_chunk(graphdef, family: Family, tx, *, batch_size: int, ema_decay: float, mesh,

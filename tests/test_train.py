@@ -67,7 +67,7 @@ def test_kill_and_resume_equals_uninterrupted_run(cfg, tmp_path):
 
 
 def test_host_and_device_loops_train_alike(cfg, tmp_path):
-  """One compiled step dispatched per step (CPU default) and the lax loop compute the same training.
+  """One compiled step dispatched per step and the lax loop (the default) compute the same training.
 
   SGD, because Adam's first updates are lr * g / |g| and flip sign on gradients at rounding level, so two
   compilations of the same Adam step differ by ~lr on such parameters."""
