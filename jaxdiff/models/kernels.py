@@ -16,9 +16,10 @@ Measured on the 2-core CPU (AMD EPYC, AVX2, jax 0.10.2) in the paper-1 U-Net's s
   stay in cache instead of streaming the [B, heads, L, L] tensor through memory several times).
 
 `attention_function(kind)` gives `nnx.MultiHeadAttention` its attention: 'xla' Flax's default, 'cpu' the
-per-example one; `conv_function(kind)` gives `nnx.Conv` its convolution ('cpu': `canonical_conv`); `compiler_options(kind)` the XLA options ('cpu': Eigen convolutions, None otherwise). 'auto'
-picks 'cpu' when JAX's default backend is the CPU (GPUs and TPUs run the defaults well). Parameters are the
-same either way: only the computation differs.
+per-example one; `conv_function(kind)` gives `nnx.Conv` its convolution ('cpu': `canonical_conv`);
+`compiler_options(kind)` the XLA options ('cpu': Eigen convolutions, None otherwise). 'auto' picks 'cpu' when
+JAX's default backend is the CPU (GPUs and TPUs run the defaults well). Parameters are the same either way:
+only the computation differs.
 """
 
 from __future__ import annotations
