@@ -113,19 +113,17 @@ def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
   canonical form (NHWC input, HWIO kernel), so they run the same in and out of loops. Plain 2-D NHWC/HWIO
   convolutions take this path; anything else (grouped, dilated, other layouts, shardings) goes to `lax`.
   """
-  out_sharding = kwargs.pop('out_sharding', None)
   dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   plain = (lhs.ndim == 4 and dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_HWIO)
            and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
-           and out_sharding is None and not kwargs and all(d == 1 for d in (lhs_dilation or (1, 1)))
-           and all(d == 1 for d in (rhs_dilation or (1, 1))))
+           and all(v is None for v in kwargs.values())    # nnx.Conv passes out_sharding=None
+           and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1))))
   if not plain:
-    extra = dict(kwargs, **({'out_sharding': out_sharding} if out_sharding is not None else {}))
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count,
                                     batch_group_count=batch_group_count, precision=precision,
-                                    preferred_element_type=preferred_element_type, **extra)
+                                    preferred_element_type=preferred_element_type, **kwargs)
   strides = tuple(window_strides)
   if isinstance(padding, str):
     pads = tuple(lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding))
