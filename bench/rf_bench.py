@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.rf_timescales import get_config
-from jaxdiff import random_features_run, sharding, theory
+from jaxdiff import random_features_run, theory
 from jaxdiff.models import random_features as rf
 
 
@@ -54,7 +54,6 @@ def main():
       args.tau_max, args.times
   d, p = r.d, round(args.psi_p * r.d)
   n_list = sorted(round(x * d) for x in r.psi_n)
-  mesh = sharding.make_mesh(c.mesh)
   taus = jnp.asarray(np.geomspace(r.tau_min, r.tau_max, r.num_times), jnp.float32)
   print(f'JAX {jax.__version__} on {jax.devices()}; d={d}, p={p}, n={n_list}, seeds={args.seeds}, '
         f'{args.times} times to tau={args.tau_max:g}')
