@@ -66,13 +66,38 @@ def _conv(x, w, strides, padding, lhs_dilation=None, rhs_dilation=None, precisio
                                   dimension_numbers=_NHWC_HWIO, precision=precision)
 
 
+@functools.cache
+def _member_conv(strides, pads, lhs_dilation=None, rhs_dilation=None, precision=None):
+  """`_conv` with these settings, as a function of (x, w) whose `vmap` over both operands (an ensemble of
+  models, jaxdiff/unet_ensemble.py) maps over the members instead of making one grouped convolution: XLA:CPU
+  runs grouped convolutions 2-3x slower than the members' convolutions one after another (E = 4 members,
+  batch 32, 16x16, 8 channels: 5.7 ms vmapped, 2.5 ms mapped; with both gradients 14 ms against 6 ms)."""
+
+  def plain(x, w):
+    return _conv(x, w, strides, pads, lhs_dilation, rhs_dilation, precision)
+
+  conv = jax.custom_batching.custom_vmap(plain)
+
+  @conv.def_vmap
+  def _rule(axis_size, in_batched, x, w):
+    del axis_size
+    x_batched, w_batched = in_batched
+    if x_batched and w_batched:
+      return lax.map(lambda xw: conv(*xw), (x, w)), True
+    if x_batched or w_batched:   # one operand shared: one convolution over a larger batch or more features
+      return jax.vmap(plain, (0 if x_batched else None, 0 if w_batched else None))(x, w), True
+    return plain(x, w), False
+
+  return conv
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _canonical_conv(x, w, strides, pads, precision):
-  return _conv(x, w, strides, pads, precision=precision)
+  return _member_conv(strides, pads, precision=precision)(x, w)
 
 
 def _canonical_conv_fwd(x, w, strides, pads, precision):
-  return _conv(x, w, strides, pads, precision=precision), (x, w)
+  return _canonical_conv(x, w, strides, pads, precision), (x, w)
 
 
 def _canonical_conv_bwd(strides, pads, precision, res, g):
@@ -84,7 +109,8 @@ def _canonical_conv_bwd(strides, pads, precision, res, g):
   for k, n, o, s, (lo, _) in zip(ks, ins, outs, strides, pads):
     p_lo = k - 1 - lo
     dx_pads.append((p_lo, n + k - 1 - ((o - 1) * s + 1) - p_lo))
-  dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), (1, 1), dx_pads, lhs_dilation=strides, precision=precision)
+  dx = _member_conv((1, 1), tuple(dx_pads), lhs_dilation=strides, precision=precision)(
+      g, jnp.flip(w, (0, 1)).swapaxes(2, 3))
   # Kernel gradient: a convolution with the input's channels as its batch, the batch as its features and the
   # output gradient as its kernel (dilated by the strides); rows past the kernel's size, left when the padded
   # input is not a whole number of strides, are dropped.
@@ -94,7 +120,7 @@ def _canonical_conv_bwd(strides, pads, precision, res, g):
     # with it, out of the canonical form; the padding goes onto the input instead.
     lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
     dw_pads = ((0, 0), (0, 0))
-  dw = _conv(lhs, g.transpose(1, 2, 0, 3), (1, 1), dw_pads, rhs_dilation=strides, precision=precision)
+  dw = _member_conv((1, 1), tuple(dw_pads), rhs_dilation=strides, precision=precision)(lhs, g.transpose(1, 2, 0, 3))
   return dx, dw[:, :ks[0], :ks[1]].transpose(1, 2, 0, 3)
 
 
