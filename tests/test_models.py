@@ -174,3 +174,29 @@ def test_canonical_conv_maps_ensemble_members_instead_of_grouping():
 
   assert groups(canonical_conv) == {1}
   assert 3 in groups(jax.lax.conv_general_dilated)   # what the batching rule avoids
+
+
+def test_canonical_conv_keeps_members_split_over_devices():
+  """With several devices an ensemble's members may be split over them; canonical_conv then keeps lax's
+  batching (members stay split, as lax's grouped convolution keeps them) instead of a loop that would gather
+  every member onto every device. Values and gradients stay lax's."""
+  from conftest import run_python
+  code = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jaxdiff.models.kernels import canonical_conv
+mesh = jax.make_mesh((4,), ('data',), axis_types=(AxisType.Auto,))
+split = NamedSharding(mesh, P('data'))
+x = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (4, 2, 8, 8, 3)), split)
+w = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (4, 3, 3, 3, 5)), split)
+def grads(conv):
+  loss = lambda x, w: jnp.sum(jnp.cos(conv(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
+  return jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(x, w)
+ours, ref = grads(canonical_conv), grads(jax.lax.conv_general_dilated)
+for a, b in zip(ours, ref):
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  assert a.sharding.spec[0] == 'data' and b.sharding.spec[0] == 'data', (a.sharding, b.sharding)
+print('OK')
+"""
+  r = run_python(code, devices=4)
+  assert r.returncode == 0 and r.stdout.strip().endswith('OK'), r.stderr[-3000:]

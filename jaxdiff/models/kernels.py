@@ -76,7 +76,8 @@ def _member_conv(strides, pads, lhs_dilation=None, rhs_dilation=None, precision=
   runs grouped convolutions 2-3x slower than the members' convolutions one after another (E = 4 members,
   batch 32, 16x16, 8 channels, forward: 5.7-7.1 ms grouped, 2.5-2.8 ms mapped; with both gradients 14 ms
   grouped, 10 ms mapped). Writing the members out one by one (no loop) ran the same in a U-Net ensemble's
-  step (16.9 vs 16.5 s for 40 steps) and makes the program E times larger, so the members are mapped."""
+  step (16.9 vs 16.5 s for 40 steps) and makes the program E times larger, so the members are mapped. Only
+  on one device: see `_rule`."""
 
   def plain(x, w):
     return _conv(x, w, strides, pads, lhs_dilation, rhs_dilation, precision)
@@ -87,7 +88,9 @@ def _member_conv(strides, pads, lhs_dilation=None, rhs_dilation=None, precision=
   def _rule(axis_size, in_batched, x, w):
     del axis_size
     x_batched, w_batched = in_batched
-    if x_batched and w_batched:
+    # With several devices the members may be split over them (unet_ensemble shards them over 'data'); a loop
+    # over a split axis would gather every member onto every device, so there lax's grouped convolution stays.
+    if x_batched and w_batched and jax.device_count() == 1:
       return lax.map(lambda xw: conv(*xw), (x, w)), True
     if x_batched or w_batched:   # one operand shared: one convolution over a larger batch or more features
       return jax.vmap(plain, (0 if x_batched else None, 0 if w_batched else None))(x, w), True
