@@ -12,8 +12,8 @@ Measured on the 2-core CPU (AMD EPYC, AVX2, jax 0.10.2) in the paper-1 U-Net's s
   loop nest (24 s instead of 0.12 s in the shape above; the device loop took ~9 s per W = 8 Adam step against
   1.3 s for the host loop). `canonical_conv` writes both gradients in that form itself.
 - `vmap` over both operands of a convolution (an ensemble of U-Nets) makes one grouped convolution, which
-  XLA:CPU runs 2-3x slower than the members' convolutions one by one; `canonical_conv` maps over the members
-  (ensemble of 4 W = 8 U-Nets: 0.61 -> 0.35 s per step).
+  XLA:CPU runs 2-3x slower than the members' convolutions one by one; on one device `canonical_conv` maps
+  over the members (ensemble of 4 W = 8 U-Nets: 0.61 -> 0.35 s per step).
 - self-attention over 16x16 positions, 4 heads of 4 channels, forward + backward: 322 ms with
   `nnx.dot_product_attention`, 100 ms with `per_example_attention` (the [heads, L, L] scores of one example
   stay in cache instead of streaming the [B, heads, L, L] tensor through memory several times).
