@@ -1,4 +1,8 @@
-"""Entry point: `python -m jaxdiff.main --config=configs/NAME.py --workdir=DIR [--config.field=value ...]`."""
+"""Entry point: `python -m jaxdiff.main --config=configs/NAME.py --workdir=DIR [--config.field=value ...]`.
+
+Flags, platform set-up and logging; then one call into the table of experiments (`jaxdiff.experiments`),
+which trains (or, with --mode=eval, re-evaluates) the family of `config.family`.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,16 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdiff import distributed, train, writers
-from jaxdiff.checkpoint import CheckpointError
+from jaxdiff import distributed, experiments
 from jaxdiff.data import DataNotPreparedError
+from jaxdiff.io import writers
+from jaxdiff.io.checkpoints import CheckpointError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and figures.')
 _CACHE = flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/jaxdiff/xla'),
                              "JAX persistent compilation cache directory ('' to disable).")
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+_MODE = flags.DEFINE_enum('mode', 'train', list(experiments.MODES),
                           "train: train (resuming if possible) and evaluate at milestones; eval: evaluate the "
                           "saved checkpoints of --workdir again, into <workdir>/eval (or --eval_dir).")
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
@@ -52,22 +57,7 @@ def main(argv):
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.devices())
   try:
-    if _CONFIG.value.family == 'random_features':
-      from jaxdiff import random_features_run  # pylint: disable=g-import-not-at-top
-      random_features_run.run(_CONFIG.value, _WORKDIR.value)
-    elif _CONFIG.value.family == 'gmm':
-      from jaxdiff import gmm  # pylint: disable=g-import-not-at-top
-      gmm.run(_CONFIG.value, _WORKDIR.value)
-    elif _CONFIG.value.ensemble.n:
-      if _MODE.value == 'eval':
-        raise ValueError("--mode=eval evaluates one run's checkpoints; for an ensemble member, run it with "
-                         "<workdir>/<member>/config.json's fields (the solo run trains the same model)")
-      from jaxdiff import unet_ensemble  # pylint: disable=g-import-not-at-top
-      unet_ensemble.run(_CONFIG.value, _WORKDIR.value)
-    elif _MODE.value == 'eval':
-      train.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value, _EVAL_DIR.value)
-    else:
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    experiments.run(_CONFIG.value, _WORKDIR.value, _MODE.value, eval_dir=_EVAL_DIR.value)
   except (ValueError, RuntimeError) as e:  # bad config, data not prepared, mismatched checkpoint
     if not isinstance(e, (ValueError, CheckpointError, DataNotPreparedError)):
       raise

@@ -37,9 +37,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
 
-SUMMARY_FILE = 'summary.json'
+from jaxdiff import experiments
+from jaxdiff.io.rundir import RunDir
+
 SWEEP_FILE = 'sweep.json'
 
 
@@ -169,35 +174,22 @@ def point_config(base: ml_collections.ConfigDict, point: Point) -> ml_collection
 
 
 def is_finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, SUMMARY_FILE))
+  """A run writes summary.json when it completes."""
+  return RunDir(workdir, primary=False).finished
 
 
 def run_config(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Run one config in this process, dispatching on `config.family` as `jaxdiff.main` does."""
-  # pylint: disable=g-import-not-at-top
-  if config.family == 'gmm':
-    from jaxdiff import gmm
-    return gmm.run(config, workdir)
-  if config.family == 'random_features':
-    from jaxdiff import random_features_run
-    return random_features_run.run(config, workdir)
-  from jaxdiff import train
-  return train.train_and_evaluate(config, workdir)
+  """Run one config in this process through the table of experiments, as `jaxdiff.main` does."""
+  return experiments.train(config, workdir)
 
 
 def write_manifest(sweep_dir: str, config_spec: str, base_overrides: Mapping[str, Any],
                    points: Sequence[Point]) -> str:
   """`<sweep_dir>/sweep.json`: the config, the base overrides and every point (name, overrides, seed)."""
-  os.makedirs(sweep_dir, exist_ok=True)
-  path = os.path.join(sweep_dir, SWEEP_FILE)
   manifest = {'config': config_spec, 'base_overrides': dict(base_overrides),
               'points': [{'name': p.name, 'overrides': p.overrides, 'seed': p.seed, 'workdir': p.workdir}
                          for p in points]}
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(manifest, f, indent=2, default=list)
-  os.replace(tmp, path)
-  return path
+  return RunDir(sweep_dir, primary=True).write_json(SWEEP_FILE, manifest)
 
 
 def run_local(base: ml_collections.ConfigDict, points: Sequence[Point], *,
@@ -254,9 +246,6 @@ def points_from_spec(config_spec: str, sweep_dir: str, base: ml_collections.Conf
 
 
 def main(argv):
-  # pylint: disable=g-import-not-at-top
-  from absl import flags
-  from ml_collections import config_flags
   del argv
   flag = flags.FLAGS['config']
   spec = config_flags.get_config_filename(flag)
@@ -279,23 +268,20 @@ def main(argv):
     return
   for p in points:   # fail on a bad point before running any
     point_config(base, p)
-  import jax
   jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/jaxdiff/xla'))
   results = run_local(base, points)
   print(json.dumps(results, indent=1))
 
 
 if __name__ == '__main__':
-  from absl import app, flags as _flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags as _config_flags  # pylint: disable=g-import-not-at-top
-  _config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]) declaring sweep().',
-                                   lock_config=False)
-  _SWEEP_DIR = _flags.DEFINE_string('sweep_dir', None, 'Directory of the sweep (one workdir per point).')
-  _MODE = _flags.DEFINE_enum('mode', 'run', ['run', 'commands', 'list'],
-                             "'run': run unfinished points here, one after another; 'commands': print one "
-                             "`python -m jaxdiff.main` command per unfinished point; 'list': show the points.")
-  _SEEDS = _flags.DEFINE_enum('seeds', 'per_point', ['per_point', 'shared'],
-                              "'per_point': base seed + hash of the point name; 'shared': the base seed.")
-  _ONLY = _flags.DEFINE_list('only', [], 'Run only these point names.')
-  _flags.mark_flags_as_required(['config', 'sweep_dir'])
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]) declaring sweep().',
+                                  lock_config=False)
+  _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'Directory of the sweep (one workdir per point).')
+  _MODE = flags.DEFINE_enum('mode', 'run', ['run', 'commands', 'list'],
+                            "'run': run unfinished points here, one after another; 'commands': print one "
+                            "`python -m jaxdiff.main` command per unfinished point; 'list': show the points.")
+  _SEEDS = flags.DEFINE_enum('seeds', 'per_point', ['per_point', 'shared'],
+                             "'per_point': base seed + hash of the point name; 'shared': the base seed.")
+  _ONLY = flags.DEFINE_list('only', [], 'Run only these point names.')
+  flags.mark_flags_as_required(['config', 'sweep_dir'])
   app.run(main)

@@ -12,90 +12,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from jaxdiff import timescales
+from jaxdiff.timescales import fit_scaling
 
 PHASE_MULTIPLES = (1.0, 3.0, 8.0)
-
-
-def _log_design(columns: Sequence[np.ndarray]) -> np.ndarray:
-  return np.column_stack([np.ones_like(columns[0])] + [np.log(c) for c in columns])
-
-
-def _lstsq(design: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-  if np.linalg.matrix_rank(design) < design.shape[1]:
-    return None
-  return np.linalg.lstsq(design, y, rcond=None)[0]
-
-
-def fit_scaling(x: Mapping[str, Sequence[float]], y: Sequence[float | None], *, num_bootstrap: int = 2000,
-                level: float = 0.95, seed: int = 0, t_interval: bool = True) -> dict[str, Any]:
-  """Fit y = c prod_j x_j^alpha_j in log-log space, with bootstrap intervals on the alphas.
-
-  Args:
-    x: {name: [R] positive values} (e.g. {'n': ..., 'width': ...}); one exponent per name.
-    y: [R] positive values (None / NaN / <= 0 are dropped with their x).
-    num_bootstrap: resamples of the R points (with replacement); degenerate resamples (a rank-deficient
-      design, e.g. a single distinct n) are redrawn. The interval is the percentile interval at `level`.
-  Returns:
-    {'c', 'num_points', 'residual_std', and per name: f'{name}' the exponent, f'{name}_lo', f'{name}_hi' the
-     bootstrap interval, plus for a single regressor and t_interval f'{name}_lo_t', f'{name}_hi_t'
-     (Student-t, `timescales.fit_power_law`; imports scipy)}.
-  Raises:
-    ValueError if fewer points than parameters + 1 or a regressor has a single distinct value.
-  """
-  names = list(x)
-  if not names:
-    raise ValueError('fit_scaling needs at least one regressor')
-  yy = np.asarray([np.nan if v is None else v for v in y], np.float64)
-  cols = [np.asarray([np.nan if v is None else v for v in x[k]], np.float64) for k in names]
-  for k, c in zip(names, cols):
-    if c.shape != yy.shape:
-      raise ValueError(f'regressor {k!r} has {c.size} values but y has {yy.size}')
-  keep = np.isfinite(yy) & (yy > 0)
-  for c in cols:
-    keep &= np.isfinite(c) & (c > 0)
-  yy, cols = yy[keep], [c[keep] for c in cols]
-  m = yy.size
-  for k, c in zip(names, cols):
-    if np.unique(c).size < 2:
-      raise ValueError(f'fit_scaling: regressor {k!r} needs >= 2 distinct values among the {m} usable points')
-  if m < len(names) + 2:
-    raise ValueError(f'fit_scaling: {m} usable points are too few for {len(names)} exponents and an interval')
-  design, target = _log_design(cols), np.log(yy)
-  coef = _lstsq(design, target)
-  if coef is None:
-    raise ValueError(f'fit_scaling: the regressors {names} are collinear in log space')
-  resid = target - design @ coef
-  out: dict[str, Any] = {'c': float(math.exp(coef[0])), 'num_points': int(m),
-                         'residual_std': float(np.sqrt(resid @ resid / max(m - design.shape[1], 1)))}
-  rng = np.random.default_rng(seed)
-  boots, tries = [], 0
-  while len(boots) < num_bootstrap and tries < 20 * num_bootstrap:
-    tries += 1
-    idx = rng.integers(0, m, m)
-    b = _lstsq(design[idx], target[idx])
-    if b is not None:
-      boots.append(b[1:])
-  boots = np.asarray(boots)
-  alpha = (1 - level) / 2
-  for j, k in enumerate(names):
-    out[k] = float(coef[j + 1])
-    if len(boots) >= 10:
-      lo, hi = np.quantile(boots[:, j], [alpha, 1 - alpha])
-      out[f'{k}_lo'], out[f'{k}_hi'] = float(lo), float(hi)
-    else:
-      out[f'{k}_lo'], out[f'{k}_hi'] = -math.inf, math.inf
-  if len(names) == 1 and t_interval:
-    t = timescales.fit_power_law(cols[0], yy, level=level)
-    out[f'{names[0]}_lo_t'], out[f'{names[0]}_hi_t'] = t['alpha_lo'], t['alpha_hi']
-  out['num_bootstrap'] = int(len(boots))
-  return out
 
 
 def group_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:

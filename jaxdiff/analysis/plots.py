@@ -13,18 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.analysis.fits import normalization_reference, normalized_step
 from jaxdiff.analysis.runs import Run
-
-
-def _plt():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
+from jaxdiff.io.figures import pyplot, save_figure
 
 
 def _colors(values: Sequence[float]):
-  plt = _plt()
+  plt = pyplot()
   vals = sorted({v for v in values if v is not None})
   cmap = plt.get_cmap('viridis')
   if len(vals) <= 1:
@@ -38,16 +33,9 @@ def _panels(runs: Sequence[Run]):
   return widths, [[r for r in runs if r.info.get('width') == w] for w in widths]
 
 
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  _plt().close(fig)
-  return path
-
-
 def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]], path: str) -> str:
   """tau_mem (f_mem and loss definitions) and tau_gen against n, log-log, with the fitted power laws."""
-  plt = _plt()
+  plt = pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(13, 4))
   widths = sorted({r.get('width') for r in rows}, key=lambda w: (w is None, w or 0))
   colors = _colors([w for w in widths if w])
@@ -69,13 +57,13 @@ def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]
                   'tau_gen': 'tau_gen (quality plateau)'}[key])
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _collapse(runs: Sequence[Run], path: str, title: str, curves, xlabel: str, ylabel: str,
               logy: bool = False) -> str:
   """curves(run) -> list of (x, y, style) to draw for a run."""
-  plt = _plt()
+  plt = pyplot()
   widths, groups = _panels(runs)
   fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 4), squeeze=False)
   colors = _colors([r.info.get('n') for r in runs])
@@ -94,7 +82,7 @@ def _collapse(runs: Sequence[Run], path: str, title: str, curves, xlabel: str, y
     ax.set_title(f'{title}' + (f' (W={w})' if len(widths) > 1 or w is not None else ''))
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def collapse_fmem(runs: Sequence[Run], path: str) -> str:
@@ -138,7 +126,7 @@ def collapse_losses(runs: Sequence[Run], path: str) -> str:
 
 def normalized_curves(runs: Sequence[Run], rows: Sequence[Mapping[str, Any]], path: str) -> str:
   """Loss gap and quality against paper 3's normalized step T (the factor T / tau of each run's row)."""
-  plt = _plt()
+  plt = pyplot()
   factor = {}
   for r, row in zip(runs, rows):
     for k in ('tau_mem_fmem', 'tau_gen', 'tau_mem_loss'):
@@ -146,7 +134,6 @@ def normalized_curves(runs: Sequence[Run], rows: Sequence[Mapping[str, Any]], pa
         factor[r.name] = row[f'T_{k[4:]}'] / row[k]
         break
     else:
-      from jaxdiff.analysis.fits import normalization_reference, normalized_step  # pylint: disable=g-import-not-at-top
       factor[r.name] = normalized_step(1.0, r.info, normalization_reference([x.info for x in runs]))
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   colors = _colors([r.info.get('n') for r in runs])
@@ -169,12 +156,12 @@ def normalized_curves(runs: Sequence[Run], rows: Sequence[Mapping[str, Any]], pa
     ax.set_xlabel('T = tau (N_min/N)(B/B_min)(lr/lr_min)')
     if 0 < len(runs) <= 12:
       ax.legend(fontsize=6)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def phase_plot(phase: Sequence[Mapping[str, Any]], path: str) -> str:
   """The (n, p) phase diagram: runs that have (x) or have not (o) memorized at tau = k tau_gen, and n*(p)."""
-  plt = _plt()
+  plt = pyplot()
   multiples = sorted({p['multiple'] for p in phase})
   fig, axes = plt.subplots(1, max(len(multiples), 1), figsize=(4.5 * max(len(multiples), 1), 4), squeeze=False)
   for ax, k in zip(axes[0], multiples):
@@ -193,4 +180,4 @@ def phase_plot(phase: Sequence[Mapping[str, Any]], path: str) -> str:
     ax.set_xlabel('n')
     ax.set_ylabel('p (parameters)')
     ax.set_title(f'tau = {k:g} tau_gen: memorized x, clean o')
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -12,6 +12,7 @@ from typing import Any
 from jaxdiff.analysis import fits as fits_lib
 from jaxdiff.analysis import plots
 from jaxdiff.analysis.runs import load_runs, run_table
+from jaxdiff.io.rundir import json_safe
 
 RUN_COLUMNS = ('run', 'family', 'n', 'width', 'num_params', 'batch_size', 'learning_rate', 'optimizer', 'seed',
                'tau_gen', 'tau_mem_fmem', 'tau_mem_loss', 'T_gen', 'T_mem_fmem', 'T_mem_loss', 'quality_key',
@@ -67,16 +68,6 @@ def _fit_rows(fits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def _finite(obj: Any) -> Any:
-  if isinstance(obj, float) and not math.isfinite(obj):
-    return None
-  if isinstance(obj, dict):
-    return {k: _finite(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_finite(v) for v in obj]
-  return obj
-
-
 def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None, num_bootstrap: int = 2000,
            level: float = 0.95, figures: bool = True, reference: Mapping[str, float] | None = None,
            seed: int = 0) -> dict[str, Any]:
@@ -127,6 +118,6 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
     if phase:
       files['phase.png'] = plots.phase_plot(phase, os.path.join(out, 'phase.png'))
   with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(_finite({'reference': ref, 'runs': rows, 'fits': fits, 'phase': phase}), f, indent=1)
+    json.dump(json_safe({'reference': ref, 'runs': rows, 'fits': fits, 'phase': phase}), f, indent=1)
   files['summary.json'] = os.path.join(out, 'summary.json')
   return {'runs': rows, 'fits': fits, 'phase': phase, 'files': files, 'markdown': markdown}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from jaxdiff import timescales
-from jaxdiff.writers import METRICS_FILE, read_metrics
+from jaxdiff.analysis.fits import normalization_reference, normalized_step
+from jaxdiff.io.rundir import json_safe
+from jaxdiff.io.writers import METRICS_FILE, read_metrics
 
 SUMMARY_FILE = 'summary.json'
 CONFIG_FILE = 'config.json'
@@ -146,23 +147,18 @@ def load_runs(paths: Iterable[str], **kw) -> list[Run]:
   return sorted(runs, key=order)
 
 
-def _finite(x) -> float | None:
-  return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
-
-
 def run_table(runs: Sequence[Run], *, reference: dict[str, float] | None = None) -> list[dict[str, Any]]:
   """One row per run: hyperparameters, tau_gen, both tau_mem, final f_mem, best quality, and the normalized
   steps T of paper 3 (`normalized_step`) at tau_gen and tau_mem."""
-  from jaxdiff.analysis.fits import normalization_reference, normalized_step  # pylint: disable=g-import-not-at-top
   ref = reference or normalization_reference([r.info for r in runs])
   rows = []
   for r in runs:
     s = r.summary
     final = s.get('final') or {}
     row = {'run': r.name, **r.info,
-           'tau_gen': _finite(s.get('tau_gen')), 'tau_mem_fmem': _finite(s.get('tau_mem_fmem')),
-           'tau_mem_loss': _finite(s.get('tau_mem_loss')), 'quality_key': s.get('quality_key'),
-           'quality_best': _finite(s.get('quality_best')), 'f_mem_final': _finite(final.get('f_mem')),
+           'tau_gen': json_safe(s.get('tau_gen')), 'tau_mem_fmem': json_safe(s.get('tau_mem_fmem')),
+           'tau_mem_loss': json_safe(s.get('tau_mem_loss')), 'quality_key': s.get('quality_key'),
+           'quality_best': json_safe(s.get('quality_best')), 'f_mem_final': json_safe(final.get('f_mem')),
            'last_step': max((float(h['step']) for h in r.history if 'step' in h), default=None),
            'finished': r.finished}
     for k in ('tau_gen', 'tau_mem_fmem', 'tau_mem_loss'):

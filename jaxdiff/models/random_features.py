@@ -2,8 +2,8 @@
 
     s_A(x) = A sigma(W x / sqrt(d)) / sqrt(p),   W [p, d] i.i.d. N(0, 1) frozen,   A [d, p] trained from 0,
 
-at one OU diffusion time t: x_t = e^-t x + sqrt(Delta_t) xi, Delta_t = 1 - e^-2t. On n training points the
-denoising loss (divided by d) is quadratic in A,
+at one OU diffusion time t: x_t = e^-t x + sqrt(Delta_t) xi, Delta_t = 1 - e^-2t (`jaxdiff.diffusion.ou`). On n
+training points the denoising loss (divided by d) is quadratic in A,
 
     L(A) = c0 + (Delta_t / (d p)) Tr(A U A^T) + (2 sqrt(Delta_t) / (d sqrt(p))) Tr(A V),        (1)
 
@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdiff.diffusion import ou
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'tanh': jnp.tanh,
     'relu': jax.nn.relu,
@@ -89,18 +91,9 @@ def sample_gaussian(key: jax.Array, n: int, var_diag: jax.Array) -> jax.Array:
   return jax.random.normal(key, (n, var_diag.shape[0]), jnp.float32) * jnp.sqrt(var_diag)
 
 
-def ou_delta(t: float | jax.Array) -> jax.Array:
-  return -jnp.expm1(-2.0 * jnp.asarray(t, jnp.float32))
-
-
-def noisy(x0: jax.Array, xi: jax.Array, t: float | jax.Array) -> jax.Array:
-  """x_t = e^-t x0 + sqrt(Delta_t) xi (OU forward process)."""
-  return jnp.exp(-t) * x0 + jnp.sqrt(ou_delta(t)) * xi
-
-
 def true_score(x_t: jax.Array, t: float | jax.Array, var_diag: jax.Array) -> jax.Array:
   """grad log P_t for data N(0, diag(var_diag)): -x_t / (e^-2t var + Delta_t). x_t: [N, d]."""
-  return -x_t / (jnp.exp(-2.0 * t) * var_diag + ou_delta(t))
+  return -x_t / ou.marginal_variance(t, var_diag)
 
 
 def init_features(key: jax.Array, p: int, d: int) -> jax.Array:
@@ -121,7 +114,7 @@ def score(a: jax.Array, w: jax.Array, x: jax.Array, activation: str = 'tanh') ->
 def dsm_loss(a: jax.Array, w: jax.Array, x0: jax.Array, xi: jax.Array, t: float,
              activation: str = 'tanh') -> jax.Array:
   """(1/(N d)) sum |sqrt(Delta_t) s_A(x_t) + xi|^2 on explicit points and noise (the definition of (1))."""
-  r = jnp.sqrt(ou_delta(t)) * score(a, w, noisy(x0, xi, t), activation) + xi
+  r = jnp.sqrt(ou.delta(t)) * score(a, w, ou.noise(x0, t, xi), activation) + xi
   return jnp.mean(jnp.sum(r * r, -1)) / w.shape[1]
 
 
@@ -152,7 +145,7 @@ def _exact_chunk(w, x, wt, t, act, order, nodes):
   he_w = jnp.asarray(_hermite_table(z, order) * gw, jnp.float32)          # [K+1, Q]
   q = jnp.sum(w * w, 1) / d                                                # Var(w_i . xi / sqrt(d)) [p]
   alpha = x @ w.T / math.sqrt(d)                                           # [c, p]
-  pre = (jnp.exp(-t) * alpha)[..., None] + jnp.sqrt(ou_delta(t) * q)[None, :, None] * jnp.asarray(z, jnp.float32)
+  pre = (ou.mean_coef(t) * alpha)[..., None] + jnp.sqrt(ou.delta(t) * q)[None, :, None] * jnp.asarray(z, jnp.float32)
   sv = act(pre)                                                            # [c, p, Q]
   ck = jnp.einsum('cpq,kq->kcp', sv, he_w)                                  # E_z[f He_k(z)] [K+1, c, p]
   second = jnp.einsum('cpq,q->p', sv * sv * wt[:, None, None], jnp.asarray(gw, jnp.float32))
@@ -175,7 +168,7 @@ def _mc_chunk(w, x, wt, key, t, act, draws):
   """Unnormalized Monte Carlo sums over a chunk with `draws` noise draws per point."""
   c, d = x.shape
   xi = jax.random.normal(key, (c, draws, d), jnp.float32)
-  f = act(noisy(x[:, None, :], xi, t) @ w.T / math.sqrt(d)) * jnp.sqrt(wt)[:, None, None]
+  f = act(ou.noise(x[:, None, :], t, xi) @ w.T / math.sqrt(d)) * jnp.sqrt(wt)[:, None, None]
   xi_w = xi * jnp.sqrt(wt)[:, None, None]
   f, xi_w = f.reshape(c * draws, -1), xi_w.reshape(c * draws, d)
   return f.T @ f / draws, f.T @ xi_w / draws, jnp.sum(xi_w * xi_w) / (draws * d)
@@ -268,14 +261,14 @@ class Problem:
 def make_problem(moments: Moments, w: jax.Array, x0_test: jax.Array, xi_test: jax.Array, t: float,
                  activation: str = 'tanh', var_diag: jax.Array | None = None) -> Problem:
   """Attach the test set (clean points x0_test [N, d], noise xi_test [N, d]) to the training moments."""
-  x_t = noisy(x0_test, xi_test, t)
-  delta = ou_delta(t)
+  x_t = ou.noise(x0_test, t, xi_test)
+  delta = ou.delta(t)
   if var_diag is None:
     y_score = jnp.full_like(x_t, jnp.nan)
     score_offset = jnp.float32(jnp.nan)
   else:
     y_score = -jnp.sqrt(delta) * true_score(x_t, t, var_diag)
-    exact = jnp.mean(delta / (jnp.exp(-2.0 * t) * var_diag + delta))   # E|Y_score|^2 / d
+    exact = jnp.mean(delta / ou.marginal_variance(t, var_diag))   # E|Y_score|^2 / d
     score_offset = jnp.sum(y_score ** 2) / y_score.size - exact
   test_offset = jnp.sum(xi_test ** 2) / xi_test.size - 1.0
   lead = moments.c0.shape

@@ -1,10 +1,9 @@
-"""Run directories on local disks or object stores (`gs://` on Cloud TPU VMs), through `etils.epath`.
+"""Files on local disks or object stores (`gs://` on Cloud TPU VMs), through `etils.epath`.
 
 A multi-host job's processes must share one workdir (Orbax writes every host's part of a checkpoint there),
-so a workdir may be `gs://bucket/run`. What the U-Net runs write into a workdir (metrics.jsonl, config.json,
-summary.json, figures) goes through these helpers; the Gaussian-mixture and random-features runs still write
-with os/open (local workdirs only). Object stores have no append and no rename, so a file is always written
-whole (locally through a temporary file and an atomic rename, so a reader never sees half a file).
+so a workdir may be `gs://bucket/run`. Every file a run writes goes through these helpers (by way of
+`jaxdiff.io.rundir.RunDir`). Object stores have no append and no rename, so a file is always written whole
+(locally through a temporary file and an atomic rename, so a reader never sees half a file).
 """
 
 from __future__ import annotations

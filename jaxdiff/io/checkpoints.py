@@ -15,7 +15,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from jaxdiff import paths
+from jaxdiff.io import paths
 
 # Fields that may differ between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = ('train.', 'eval.', 'mesh.', 'data.data_dir', 'data.cache_dir', 'diffusion.sampler',

@@ -24,9 +24,7 @@ Writes to `workdir`:
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import time
 from typing import Any
 
@@ -38,10 +36,16 @@ from absl import logging
 
 from jaxdiff import config as config_lib
 from jaxdiff import sharding, theory, timescales
+from jaxdiff.config import require
+from jaxdiff.data import load_images
+from jaxdiff.io.figures import pyplot, save_figure
+from jaxdiff.io.rundir import RunDir
 from jaxdiff.models import random_features as rf
-from jaxdiff.writers import MetricWriter
 
 METRICS = ('loss_train', 'loss_test', 'loss_gen', 'e_score')
+RF_ACTIVATIONS = tuple(rf.ACTIVATIONS)
+RF_TRAINERS = ('exact', 'gd', 'adam')
+RF_DATA = ('gaussian', 'images')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -50,7 +54,6 @@ METRICS = ('loss_train', 'loss_test', 'loss_gen', 'e_score')
 
 def _image_data(config: ml_collections.ConfigDict, n_max: int) -> tuple[np.ndarray, np.ndarray]:
   """Flattened training images [n_max, d] and test images [num_test, d] from `config.data`."""
-  from jaxdiff.data import load_images  # pylint: disable=g-import-not-at-top
   data_cfg = ml_collections.ConfigDict(config.data.to_dict())
   data_cfg.n = n_max
   data_cfg.n_test = config.rf.num_test
@@ -163,19 +166,6 @@ def train_group(key: jax.Array, *, d: int, psi_p: float, ts: list[float], r: ml_
 # Analysis
 
 
-def _finite(obj: Any) -> Any:
-  """JSON-safe copy: NaN / inf floats become None, NumPy scalars become Python numbers."""
-  if isinstance(obj, dict):
-    return {str(k): _finite(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_finite(v) for v in obj]
-  if isinstance(obj, (np.floating, float)):
-    return float(obj) if math.isfinite(obj) else None
-  if isinstance(obj, np.integer):
-    return int(obj)
-  return obj
-
-
 def _log_interp(times: np.ndarray, values: np.ndarray, at: float) -> float:
   if not times[0] <= at <= times[-1]:
     return math.nan
@@ -262,13 +252,6 @@ def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theor
 # Figures
 
 
-def _plt():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def spectrum_figure(path: str, lam: np.ndarray, grid: np.ndarray, rho: np.ndarray, coef: theory.Coefficients,
                     psi_p: float, psi_n: float, d: int) -> str:
   """Histogram of the eigenvalues of one U against rho, around rho_1 (left) and rho_2 (right).
@@ -276,7 +259,7 @@ def spectrum_figure(path: str, lam: np.ndarray, grid: np.ndarray, rho: np.ndarra
   The p - n - d smallest eigenvalues (the point mass at s_t^2, spread at finite d) are left out of the
   histogram and drawn as a line with their theoretical weight.
   """
-  plt = _plt()
+  plt = pyplot()
   p = lam.size
   n = round(psi_n * d)
   keep = np.sort(lam)[::-1][:min(p, n + d)]
@@ -304,15 +287,12 @@ def spectrum_figure(path: str, lam: np.ndarray, grid: np.ndarray, rho: np.ndarra
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
   fig.suptitle(rf'spectrum of U: $\psi_p$={psi_p:g}, $\psi_n$={psi_n:g}, t={coef.t:g}', fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def losses_figure(path: str, g: dict[str, Any], r: ml_collections.ConfigDict, coef: theory.Coefficients) -> str:
   """L_train / L_test, L_gen and E_score against tau (top) and tau / tau_mem predicted (bottom)."""
-  plt = _plt()
+  plt = pyplot()
   times, curves = g['times'], g['curves']
   fig, axes = plt.subplots(2, 3, figsize=(15, 8))
   for i, psi_n in enumerate(r.psi_n):
@@ -343,15 +323,12 @@ def losses_figure(path: str, g: dict[str, Any], r: ml_collections.ConfigDict, co
     axes[row, 0].legend(fontsize=7)
   fig.suptitle(rf'random features: $\psi_p$={g["psi_p"]:g}, t={g["t"]:g}, d={r.d}, trainer={r.trainer}, '
                f'{r.num_seeds} seed(s)', fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def phase_figure(path: str, summaries: list[dict[str, Any]], r: ml_collections.ConfigDict, t: float) -> str:
   """Heatmaps of L_gen over (psi_n, psi_p) at each of `heatmap_times`, for diffusion time t."""
-  plt = _plt()
+  plt = pyplot()
   rows = [s for s in summaries if s['t'] == t]
   psi_p = [s['psi_p'] for s in rows]
   fig, axes = plt.subplots(1, len(r.heatmap_times), figsize=(5 * len(r.heatmap_times), 4), squeeze=False)
@@ -365,10 +342,7 @@ def phase_figure(path: str, summaries: list[dict[str, Any]], r: ml_collections.C
     ax.set_title(rf'$\log_{{10}}$ L_gen at $\tau$={tau:g}', fontsize=10)
     fig.colorbar(im, ax=ax)
   fig.suptitle(f'generalization gap, t={t:g}', fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -380,7 +354,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config_lib.validate(config, num_devices=jax.device_count())
   r = config.rf
   mesh = sharding.make_mesh(config.mesh)
-  os.makedirs(workdir, exist_ok=True)
+  rundir = RunDir(workdir).makedirs()
+  rundir.write_config(config)
   t_start = time.time()
   taus = np.geomspace(r.tau_min, r.tau_max, r.num_times)
   n_max = max(round(x * r.d) for x in r.psi_n)
@@ -397,7 +372,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     sigma_eigs = var_diag.astype(np.float64)
   data_var = float(sigma_eigs.mean())
 
-  writer = MetricWriter(workdir, resume_step=-1, tensorboard=False)
+  writer = rundir.metrics_writer(resume_step=-1, tensorboard=False)
   key = jax.random.key(config.seed)
   groups, summaries, coefs = [], [], []
   for i, psi_p in enumerate(r.psi_p):
@@ -427,14 +402,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t_theory = time.time() - t0
   check = spectrum_check(g0['lam0'], coef0, g0['psi_p'], g0['lam0_psi_n'], d, grid, rho)
   check['theory_seconds'] = t_theory
-  figures = {'spectrum': spectrum_figure(os.path.join(workdir, 'spectrum.png'), g0['lam0'], grid, rho, coef0,
+  figures = {'spectrum': spectrum_figure(rundir.file('spectrum.png'), g0['lam0'], grid, rho, coef0,
                                          g0['psi_p'], g0['lam0_psi_n'], d)}
   for g, coef in zip(groups, coefs):
     name = 'losses.png' if len(groups) == 1 else f'losses_psi_p{g["psi_p"]:g}_t{g["t"]:g}.png'
-    figures[name[:-4]] = losses_figure(os.path.join(workdir, name), g, r, coef)
+    figures[name[:-4]] = losses_figure(rundir.file(name), g, r, coef)
   for t in r.t:
     name = 'phase.png' if len(r.t) == 1 else f'phase_t{t:g}.png'
-    figures[name[:-4]] = phase_figure(os.path.join(workdir, name), summaries, r, float(t))
+    figures[name[:-4]] = phase_figure(rundir.file(name), summaries, r, float(t))
 
   first = summaries[0]
   summary = {
@@ -461,8 +436,100 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'figures': figures,
       'seconds': time.time() - t_start,
   }
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(_finite(summary), f, indent=1)
+  rundir.write_summary(summary)
   logging.info('random features: tau_mem exponent %s, summary in %s (%.1fs)', summary['tau_mem_exponent'],
                workdir, summary['seconds'])
   return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The experiment (the table's entry 'random_features'): its own trainer (a closed-form flow), shared writers.
+
+
+class Result:
+  """What `train` returns: the summary ({} never: the sweep always finishes)."""
+
+  def __init__(self, summary: dict[str, Any]):
+    self.summary = summary
+
+
+class RandomFeaturesExperiment:
+  """Family 'random_features': the random-features score model of paper 1 (SPEC section 3)."""
+
+  section = 'rf'
+
+  def default_section(self) -> ml_collections.ConfigDict:
+    """Sizes are ratios to d (psi_p = p / d, psi_n = n / d)."""
+    return ml_collections.ConfigDict(dict(
+        d=100,                   # data dimension (images: taken from the data set)
+        psi_p=(64.0,),           # p / d, one model size per value
+        psi_n=(4.0, 8.0, 16.0, 32.0),  # n / d, nested training sets x[:n]
+        t=(0.1,),                # OU diffusion times of the score being learned
+        activation='tanh',
+        data='gaussian',         # 'gaussian': N(0, Sigma); 'images': flattened config.data images
+        sigma_x=1.0,             # Sigma = sigma_x^2 I ...
+        spectrum=(),             # ... or a two-level spectrum (l1, l2) of variances
+        spectrum_fraction=0.5,   # fraction of the d directions with variance l1
+        num_seeds=1,             # independent (W, data, noise) draws, trained side by side (vmap)
+        trainer='exact',         # 'exact' gradient flow, 'gd' or 'adam'
+        learning_rate=0.0,       # gd / adam; 0 = auto (gd: half the stable step; adam: 1e-3)
+        tau_min=0.1,             # evaluation times tau = steps * lr / d^2, log-spaced
+        tau_max=1e6,
+        num_times=200,
+        num_noise_draws=0,       # xi draws per point for U, V; 0 = the exact E_xi (Hermite expansion)
+        hermite_order=8,
+        quadrature_nodes=32,
+        chunk_size=256,          # training points per step of the scan that builds U
+        num_test=2048,           # fresh test points for L_test and E_score
+        tau_mem_threshold=0.0,   # L_gen level that defines tau_mem; 0 = tau_mem_fraction x final L_gen
+        tau_mem_fraction=0.5,
+        heatmap_times=(1e3, 1e4),  # training times of the L_gen heatmap over (psi_n, psi_p)
+        theory_grid=1000,        # lambda points of the theoretical density (spectrum figure)
+    ))
+
+  def validate(self, config: ml_collections.ConfigDict) -> None:
+    _validate_rf(config.rf)
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> Result:
+    if stop_at_step is not None:
+      raise ValueError('random_features: the closed-form sweep has no steps to stop at (stop_at_step)')
+    return Result(run(config, workdir))
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None):
+    raise ValueError("family 'random_features' has nothing to re-evaluate: a run solves the gradient flow in "
+                     'closed form and already writes every evaluation time (rf.tau_min .. rf.tau_max) into '
+                     f'{workdir}/metrics.jsonl; run it again with --mode=train and other rf.* fields instead')
+
+
+def _validate_rf(r: ml_collections.ConfigDict) -> None:
+  require(r.d >= 1, 'rf.d', f'must be >= 1, got {r.d}')
+  for field in ('psi_p', 'psi_n', 't', 'heatmap_times'):
+    values = tuple(r[field])
+    require(len(values) >= 1 and all(isinstance(v, (int, float)) and v > 0 for v in values), f'rf.{field}',
+             f'must be a non-empty tuple of positive numbers, got {values}')
+  require(r.activation in RF_ACTIVATIONS, 'rf.activation', f'must be one of {RF_ACTIVATIONS}, got {r.activation!r}')
+  require(r.data in RF_DATA, 'rf.data', f'must be one of {RF_DATA}, got {r.data!r}')
+  require(r.sigma_x > 0, 'rf.sigma_x', f'must be positive, got {r.sigma_x}')
+  require(len(r.spectrum) in (0, 2) and all(v > 0 for v in r.spectrum), 'rf.spectrum',
+          f'must be () or two positive variances (l1, l2), got {tuple(r.spectrum)}')
+  require(0 < r.spectrum_fraction < 1, 'rf.spectrum_fraction', f'must be in (0, 1), got {r.spectrum_fraction}')
+  require(r.num_seeds >= 1, 'rf.num_seeds', f'must be >= 1, got {r.num_seeds}')
+  require(r.trainer in RF_TRAINERS, 'rf.trainer', f'must be one of {RF_TRAINERS}, got {r.trainer!r}')
+  require(r.learning_rate >= 0, 'rf.learning_rate', f'must be >= 0 (0 = auto), got {r.learning_rate}')
+  require(0 < r.tau_min < r.tau_max, 'rf.tau_min', f'need 0 < tau_min < tau_max, got {r.tau_min}, {r.tau_max}')
+  require(r.num_times >= 2, 'rf.num_times', f'must be >= 2, got {r.num_times}')
+  require(r.num_noise_draws >= 0, 'rf.num_noise_draws', f'must be >= 0 (0 = exact), got {r.num_noise_draws}')
+  require(r.hermite_order >= 1, 'rf.hermite_order', f'must be >= 1, got {r.hermite_order}')
+  require(r.quadrature_nodes >= 2, 'rf.quadrature_nodes', f'must be >= 2, got {r.quadrature_nodes}')
+  require(r.chunk_size >= 1, 'rf.chunk_size', f'must be >= 1, got {r.chunk_size}')
+  require(r.num_test >= 1, 'rf.num_test', f'must be >= 1, got {r.num_test}')
+  require(r.tau_mem_threshold >= 0, 'rf.tau_mem_threshold', f'must be >= 0, got {r.tau_mem_threshold}')
+  require(0 < r.tau_mem_fraction < 1, 'rf.tau_mem_fraction', f'must be in (0, 1), got {r.tau_mem_fraction}')
+  require(r.theory_grid >= 10, 'rf.theory_grid', f'must be >= 10, got {r.theory_grid}')
+  for psi_p in r.psi_p:
+    require(round(psi_p * r.d) >= 1, 'rf.psi_p', f'psi_p * d = {psi_p} * {r.d} gives no features')
+  for psi_n in r.psi_n:
+    require(round(psi_n * r.d) >= 1, 'rf.psi_n', f'psi_n * d = {psi_n} * {r.d} gives no training points')
+  require(len(set(r.psi_n)) == len(tuple(r.psi_n)), 'rf.psi_n', f'must not repeat values, got {tuple(r.psi_n)}')
+
+EXPERIMENT = RandomFeaturesExperiment()

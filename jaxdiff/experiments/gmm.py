@@ -26,13 +26,14 @@ Class-conditional variant (`gmm.conditional`): the label is the component (0: +m
 null label with probability `label_dropout` in training; sampling uses classifier-free guidance
 eps = (1 + w) eps(x, y) - w eps(x, null) on balanced labels; KL is then the mean of KL(q(.|y) || N(+-m, I)).
 
-`run(config, workdir)` trains one vectorized ensemble member per (n, seed) (jaxdiff.ensemble: nested
-training sets, the first n points of the seed's stream), evaluates every member at log-spaced milestones
+The experiment (`EXPERIMENT`, family 'gmm' of jaxdiff.experiments) trains one vectorized ensemble member per
+(n, seed) with the one driver (jaxdiff.train.loop; nested training sets, the first n points of the seed's
+stream), evaluates every member at log-spaced milestones
 and writes, per member, `<workdir>/<member>/` with config.json (the solo config that reproduces it),
 metrics.jsonl (f_mem, f_mem_lo, f_mem_hi, loss_train_t, loss_test_t, score_err_t, score_err, kl, sw;
 train_loss) and summary.json (jaxdiff.timescales), plus `<workdir>/summary.json` (the members' timescales
-and the fits tau_mem = c n^alpha) and the tables and figures of `jaxdiff.analysis` in
-`<workdir>/analysis/`. The ensemble state is checkpointed in `<workdir>/checkpoints` (Orbax); running
+and the fits tau_mem = c n^alpha) and, with `gmm.analysis`, the tables and figures of `jaxdiff.analysis`
+in `<workdir>/analysis/`. The ensemble state is checkpointed in `<workdir>/checkpoints` (Orbax); running
 again resumes. `Trainer` is the same machinery for notebooks: train(k), evaluate(), member_params(i).
 """
 
@@ -41,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from typing import Any
 
@@ -53,15 +53,22 @@ from absl import logging
 from flax import nnx
 
 from jaxdiff import config as config_lib
-from jaxdiff import ensemble, ensemble_run, sharding, timescales
+from jaxdiff import sharding, timescales
+from jaxdiff.config import require
+from jaxdiff.diffusion import ou
+from jaxdiff.io.rundir import RunDir
 from jaxdiff.metrics import memorization, quality
 from jaxdiff.models.mlp import ResidualMLP
-from jaxdiff.writers import read_metrics
+from jaxdiff.train import loop
+from jaxdiff.train.steps import (LossFn, init_state, make_optimizer, make_train_chunk, member, member_sharding,
+                                 pad_stack, resolve_loop, state_sharding, weighted_mean)
 
-SUMMARY_FILE = 'summary.json'
 NULL_LABEL = 2   # classifier-free guidance: the "no label" token (labels 0 and 1 are the components)
 TIME_CODE_SCALE = 1000.0
 QUALITY_KEYS = {'kl': 'kl', 'sw': 'sw', 'score_err': 'score_err'}   # gmm.quality -> metrics.jsonl key
+GMM_T_SAMPLING = ('log_uniform', 'uniform')
+GMM_SPACINGS = ('log', 'linear')
+GMM_QUALITY = tuple(QUALITY_KEYS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,11 +99,6 @@ def sign(y: jax.Array) -> jax.Array:
   return 1.0 - 2.0 * y.astype(jnp.float32)
 
 
-def delta(t: jax.Array) -> jax.Array:
-  """Delta_t = 1 - e^-2t (noise variance of x_t given x_0)."""
-  return -jnp.expm1(-2.0 * t)
-
-
 def _log_cosh(z: jax.Array) -> jax.Array:
   a = jnp.abs(z)
   return a + jnp.log1p(jnp.exp(-2.0 * a)) - math.log(2.0)
@@ -105,7 +107,7 @@ def _log_cosh(z: jax.Array) -> jax.Array:
 def log_density(x: jax.Array, t: jax.Array | float, mu: jax.Array, y: jax.Array | None = None) -> jax.Array:
   """Exact log P_t(x) (or log P_t(x | y) = log N(x; sign(y) m_t, I) given labels). x: [B, d] -> [B]."""
   d = x.shape[-1]
-  m = mu * jnp.exp(-jnp.asarray(t, jnp.float32))[..., None] if jnp.ndim(t) else mu * jnp.exp(-t)
+  m = mu * ou.mean_coef(t)[..., None]   # m_t = mu e^-t: [d], or [B, d] for times t [B]
   const = -0.5 * d * math.log(2 * math.pi)
   if y is not None:
     return const - 0.5 * jnp.sum(jnp.square(x - sign(y)[:, None] * m), axis=-1)
@@ -114,7 +116,7 @@ def log_density(x: jax.Array, t: jax.Array | float, mu: jax.Array, y: jax.Array 
 
 def score(x: jax.Array, t: jax.Array | float, mu: jax.Array, y: jax.Array | None = None) -> jax.Array:
   """Exact grad_x log P_t(x) = m_t tanh(x . m_t) - x (or sign(y) m_t - x given labels). x: [B, d]."""
-  m = mu * jnp.exp(-jnp.asarray(t, jnp.float32))[..., None] if jnp.ndim(t) else mu * jnp.exp(-t)
+  m = mu * ou.mean_coef(t)[..., None]   # m_t = mu e^-t: [d], or [B, d] for times t [B]
   if y is not None:
     return sign(y)[:, None] * m - x
   return m * jnp.tanh(jnp.sum(x * m, -1, keepdims=True)) - x
@@ -155,7 +157,7 @@ class Problem:
 
   @functools.cached_property
   def graphdef(self):
-    return nnx.split(nnx.eval_shape(lambda: self.model(jax.random.PRNGKey(0))), nnx.Param)[0]
+    return nnx.split(nnx.eval_shape(lambda: self.model(jax.random.key(0))), nnx.Param)[0]
 
   def time_code(self, t: jax.Array) -> jax.Array:
     """The network's time input: 0 at t_min, 1000 at t_max, linear in log t."""
@@ -177,23 +179,15 @@ class Problem:
 
   def model_score(self, params, x, t, y=None) -> jax.Array:
     """Learned score -eps / sqrt(Delta_t) (guided for conditional models). x: [B, d]; t: [B]."""
-    return -self.guided_eps(params, x, t, y) / jnp.sqrt(delta(t))[:, None]
+    return -self.guided_eps(params, x, t, y) / jnp.sqrt(ou.delta(t))[:, None]
 
   def sample_times(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    u = jax.random.uniform(key, shape)
-    if self.t_sampling == 'log_uniform':
-      return self.t_min * (self.t_max / self.t_min) ** u
-    if self.t_sampling == 'uniform':
-      return self.t_min + (self.t_max - self.t_min) * u
-    raise ValueError(f"t_sampling must be 'log_uniform' or 'uniform', got {self.t_sampling!r}")
+    """Training times of `shape` in [t_min, t_max], distributed as `t_sampling`."""
+    return ou.sample_times(key, shape, self.t_min, self.t_max, self.t_sampling)
 
   def time_grid(self, steps: int) -> np.ndarray:
-    """[steps + 1] decreasing times t_max ... t_min of the samplers."""
-    if self.sample_spacing == 'log':
-      return np.geomspace(self.t_max, self.t_min, steps + 1)
-    if self.sample_spacing == 'linear':
-      return np.linspace(self.t_max, self.t_min, steps + 1)
-    raise ValueError(f"sample_spacing must be 'log' or 'linear', got {self.sample_spacing!r}")
+    """[steps + 1] decreasing times t_max ... t_min of the samplers, spaced as `sample_spacing`."""
+    return ou.time_grid(self.t_max, self.t_min, steps, self.sample_spacing)
 
 
 def problem_from_config(config: ml_collections.ConfigDict) -> Problem:
@@ -208,18 +202,13 @@ def problem_from_config(config: ml_collections.ConfigDict) -> Problem:
 @functools.lru_cache(maxsize=32)
 def parameter_count(problem: Problem) -> int:
   return int(sum(x.size for x in jax.tree.leaves(
-      nnx.state(nnx.eval_shape(lambda: problem.model(jax.random.PRNGKey(0))), nnx.Param))))
+      nnx.state(nnx.eval_shape(lambda: problem.model(jax.random.key(0))), nnx.Param))))
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Training loss (one member; jaxdiff.ensemble vmaps it).
+# Training loss (one member; jaxdiff.train.steps vmaps it).
 
-def noisy(x0: jax.Array, t: jax.Array, xi: jax.Array) -> jax.Array:
-  """x_t = e^-t x_0 + sqrt(Delta_t) xi. x0, xi: [B, d]; t: [B]."""
-  return jnp.exp(-t)[:, None] * x0 + jnp.sqrt(delta(t))[:, None] * xi
-
-
-def make_loss_fn(problem: Problem) -> ensemble.LossFn:
+def make_loss_fn(problem: Problem) -> LossFn:
   """loss_fn(params, batch {'x': [B, d], 'y': [B]}, weight [B], key) -> weighted eps-MSE per coordinate."""
 
   def loss_fn(params, batch, weight, key):
@@ -229,60 +218,14 @@ def make_loss_fn(problem: Problem) -> ensemble.LossFn:
     xi = jax.random.normal(k_xi, x0.shape)
     if problem.conditional:
       y = jnp.where(jax.random.bernoulli(k_drop, problem.label_dropout, y.shape), NULL_LABEL, y)
-    err = jnp.mean(jnp.square(problem.eps(params, noisy(x0, t, xi), t, y) - xi), axis=1)
-    return ensemble.weighted_mean(err, weight)
+    err = jnp.mean(jnp.square(problem.eps(params, ou.noise(x0, t, xi), t, y) - xi), axis=1)
+    return weighted_mean(err, weight)
 
   return loss_fn
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Samplers.
-
-def euler_maruyama(score_fn, x_T: jax.Array, key: jax.Array, grid: np.ndarray) -> jax.Array:
-  """Reverse-SDE sampler: x <- x + h (x + 2 s(x, t)) + sqrt(2 h) z on the decreasing `grid` [S + 1].
-
-  score_fn(x [B, d], t [B]) -> [B, d]. No noise is added on the last step. Returns x at grid[-1].
-  """
-  grid = jnp.asarray(grid, jnp.float32)
-  num = grid.shape[0] - 1
-
-  def body(i, x):
-    t, h = grid[i], grid[i] - grid[i + 1]
-    drift = x + 2.0 * score_fn(x, jnp.full(x.shape[:1], t))
-    z = jax.random.normal(jax.random.fold_in(key, i), x.shape)
-    return x + h * drift + jnp.where(i < num - 1, jnp.sqrt(2.0 * h), 0.0) * z
-
-  return jax.lax.fori_loop(0, num, body, x_T)
-
-
-def flow_samples(score_fn, x_T: jax.Array, grid: np.ndarray,
-                 labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Probability-flow samples with their exact log density under the discrete flow map.
-
-  x <- (1 + h) x + h s(x, t) on the decreasing grid [S + 1], from x_T ~ N(0, I): log q starts at
-  log N(x_T; 0, I) and loses log|det((1 + h) I + h ds/dx)| per step (change of variables, with the exact
-  per-sample Jacobian of s). score_fn(x [B, d], t [B], y [B] | None) -> [B, d]; labels: [B] or None.
-  Returns (x [B, d], log_q [B]).
-  """
-  grid = jnp.asarray(grid, jnp.float32)
-  d = x_T.shape[1]
-  log_q = -0.5 * d * math.log(2 * math.pi) - 0.5 * jnp.sum(x_T * x_T, axis=1)
-
-  def one_jacobian(xi, t, yi):
-    y1 = None if yi is None else yi[None]
-    return jax.jacfwd(lambda v: score_fn(v[None], t[None], y1)[0])(xi)   # [d, d]
-
-  def body(i, carry):
-    x, lq = carry
-    t, h = grid[i], grid[i] - grid[i + 1]
-    tt = jnp.full(x.shape[:1], t)
-    s = score_fn(x, tt, labels)
-    jac = jax.vmap(one_jacobian)(x, tt, labels)
-    _, logdet = jnp.linalg.slogdet((1.0 + h) * jnp.eye(d) + h * jac)
-    return (1.0 + h) * x + h * s, lq - logdet
-
-  return jax.lax.fori_loop(0, grid.shape[0] - 1, body, (x_T, log_q))
-
+# Samplers (`jaxdiff.diffusion.ou`): the KL of their samples to the truth.
 
 def balanced_labels(num: int) -> jax.Array:
   """[num] labels 0, 1, 0, 1, ... (the two components equally)."""
@@ -293,11 +236,11 @@ def kl_to_truth(score_fn, key: jax.Array, num: int, grid: np.ndarray, mu: jax.Ar
                 labels: jax.Array | None = None) -> jax.Array:
   """KL(q || P_t_end) on `num` probability-flow samples: mean(log q(x) - log P_t_end(x)).
 
-  score_fn(x, t, y) as in `flow_samples`. With labels [num] (conditional model) the reference is
+  score_fn(x, t, y) as in `ou.probability_flow`. With labels [num] (conditional model) the reference is
   P_t_end(. | y) = N(sign(y) m, I) and the result is the label-average of KL(q(. | y) || P(. | y)).
   """
   x_T = jax.random.normal(key, (num, mu.shape[0]))
-  x, log_q = flow_samples(score_fn, x_T, grid, labels)
+  x, log_q = ou.probability_flow(score_fn, x_T, grid, labels)
   return jnp.mean(log_q - log_density(x, t_end, mu, labels))
 
 
@@ -319,9 +262,9 @@ def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.A
   k_x, k_em, k_kl = jax.random.split(key, 3)
   d = problem.d
   labels = balanced_labels(num_samples) if problem.conditional else None
-  out = {'samples': euler_maruyama(lambda x, t: problem.model_score(params, x, t, labels),
-                                   jax.random.normal(k_x, (num_samples, d)), k_em,
-                                   problem.time_grid(problem.sample_steps))}
+  out = {'samples': ou.euler_maruyama(lambda x, t: problem.model_score(params, x, t, labels),
+                                      jax.random.normal(k_x, (num_samples, d)), k_em,
+                                      problem.time_grid(problem.sample_steps))}
 
   t = problem.loss_t
   k_tr, k_te = jax.random.split(loss_key)
@@ -331,25 +274,25 @@ def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.A
     tt = jnp.full(x0.shape[:1], t, jnp.float32)
 
     def one(xi_k):
-      return jnp.mean(jnp.square(problem.eps(params, noisy(x0, tt, xi_k), tt, y) - xi_k), axis=1)
+      return jnp.mean(jnp.square(problem.eps(params, ou.noise(x0, tt, xi_k), tt, y) - xi_k), axis=1)
     return jnp.mean(jax.lax.map(one, xi), axis=0)   # [N]
 
   valid = (jnp.arange(x_train.shape[0]) < n).astype(jnp.float32)
-  out['loss_train_t'] = ensemble.weighted_mean(eps_mse(x_train, y_train, k_tr), valid)
+  out['loss_train_t'] = weighted_mean(eps_mse(x_train, y_train, k_tr), valid)
   out['loss_test_t'] = jnp.mean(eps_mse(x_test, y_test, k_te))
   tt = jnp.full(x_test.shape[:1], t, jnp.float32)
-  x_t = noisy(x_test, tt, jax.random.normal(k_te, x_test.shape))
+  x_t = ou.noise(x_test, tt, jax.random.normal(k_te, x_test.shape))
   s_true = score(x_t, t, problem.mu, y_test if problem.conditional else None)
-  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(delta(tt))[:, None]
-  out['score_err_t'] = delta(jnp.float32(t)) * jnp.mean(jnp.square(s_model - s_true))
+  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(ou.delta(tt))[:, None]
+  out['score_err_t'] = ou.delta(jnp.float32(t)) * jnp.mean(jnp.square(s_model - s_true))
   # The same averaged over the training distribution of t (fixed draws): the population score-matching error,
   # a quality measure without sampling noise (at t = 0.01 alone even eps = 0 is nearly optimal).
   k_t, k_xi = jax.random.split(jax.random.fold_in(loss_key, 1))
   tt = problem.sample_times(k_t, x_test.shape[:1])
-  x_t = noisy(x_test, tt, jax.random.normal(k_xi, x_test.shape))
+  x_t = ou.noise(x_test, tt, jax.random.normal(k_xi, x_test.shape))
   s_true = score(x_t, tt, problem.mu, y_test if problem.conditional else None)
-  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(delta(tt))[:, None]
-  out['score_err'] = jnp.mean(delta(tt)[:, None] * jnp.square(s_model - s_true))
+  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(ou.delta(tt))[:, None]
+  out['score_err'] = jnp.mean(ou.delta(tt)[:, None] * jnp.square(s_model - s_true))
   if problem.kl_samples > 0:
     kl_labels = balanced_labels(problem.kl_samples) if problem.conditional else None
     out['kl'] = kl_to_truth(lambda x, tq, y: problem.model_score(params, x, tq, y), k_kl, problem.kl_samples,
@@ -361,29 +304,29 @@ def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.A
 # Members of an ensemble: one per (n, seed).
 
 @dataclasses.dataclass(frozen=True)
-class Member(ensemble_run.Member):
+class Member(loop.Member):
   """A Gaussian-mixture member: its data are drawn from its seed."""
 
   @property
   def key(self) -> jax.Array:
-    """The member's training key (its init, batch and noise draws): fold_in(PRNGKey(seed), n)."""
-    return jax.random.fold_in(jax.random.PRNGKey(self.seed), self.n)
+    """The member's training key (its init, batch and noise draws): fold_in(key(seed), n), raw."""
+    return jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), self.n))
 
   def data(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """The training set: the first n points of the seed's stream (nested across n)."""
-    x, y = _sample_data(jax.random.fold_in(jax.random.PRNGKey(self.seed), 0), self.n, problem.mu)
+    x, y = _sample_data(jax.random.fold_in(jax.random.key(self.seed), 0), self.n, problem.mu)
     return np.asarray(x), np.asarray(y)
 
   def test_data(self, problem: Problem, num: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _sample_data(jax.random.fold_in(jax.random.PRNGKey(self.seed), 1), num, problem.mu)
+    x, y = _sample_data(jax.random.fold_in(jax.random.key(self.seed), 1), num, problem.mu)
     return np.asarray(x), np.asarray(y)
 
   def eval_key(self, step: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), 5), step)
+    return jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), 5), step))
 
   @property
   def loss_key(self) -> jax.Array:
-    return jax.random.fold_in(jax.random.PRNGKey(self.seed), 6)
+    return jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), 6))
 
 
 def members_of(config: ml_collections.ConfigDict) -> list[Member]:
@@ -401,19 +344,15 @@ def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collection
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The run.
-
-_json_dump = ensemble_run.json_dump
-
+# The trainer (jaxdiff.train.loop drives it).
 
 @functools.lru_cache(maxsize=8)
-def _compiled_training(problem: Problem, optimizer: tuple, batch_size: int, loop: str):
+def _compiled_training(problem: Problem, optimizer: tuple, batch_size: int, loop_kind: str):
   """(tx, init, chunk) of one problem and optimizer (config.optimizer's sorted items), built once per
   process: a sweep or a resumed run in the same process reuses the compilations."""
-  from jaxdiff.train import make_optimizer  # pylint: disable=g-import-not-at-top
   tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer)))
-  init = jax.jit(lambda keys: ensemble.init_state(problem.init_params, tx, keys))
-  chunk = ensemble.make_train_chunk(loss_fn=make_loss_fn(problem), tx=tx, batch_size=batch_size, loop=loop)
+  init = jax.jit(lambda keys: init_state(problem.init_params, tx, keys))
+  chunk = make_train_chunk(loss_fn=make_loss_fn(problem), tx=tx, batch_size=batch_size, loop=loop_kind)
   return tx, init, chunk
 
 
@@ -423,7 +362,8 @@ def _compiled_evaluation(problem: Problem, num_samples: int):
 
 
 class Trainer:
-  """An ensemble of GMM members: data, state, compiled chunk and evaluation. Library form of `run`."""
+  """An ensemble of GMM members: data, state, compiled chunk and evaluation (the `loop.Trainer` of this
+  experiment; also the library form for notebooks: train(k), evaluate(), member_params(i))."""
 
   def __init__(self, config: ml_collections.ConfigDict, members: list[Member] | None = None, mesh=None):
     self.config = config
@@ -435,7 +375,7 @@ class Trainer:
     self.batch_size = int(config.train.batch_size)
     self.tx, init, self.chunk = _compiled_training(
         self.problem, tuple(sorted(config.optimizer.to_dict().items())), self.batch_size,
-        ensemble.resolve_loop(config.train.loop))
+        resolve_loop(config.train.loop))
     self._evaluate = _compiled_evaluation(self.problem, int(config.eval.num_samples))
     # One draw per seed of its largest n; members slice it (the same points as their own draws: the
     # threefry prefix property, see Member.data).
@@ -448,20 +388,19 @@ class Trainer:
     xs = [streams[m.seed][0][0][:m.n] for m in self.members]
     ys = [streams[m.seed][0][1][:m.n] for m in self.members]
     tests = [streams[m.seed][1] for m in self.members]
-    x_pad, sizes = ensemble.pad_stack(xs)
-    y_pad, _ = ensemble.pad_stack(ys)
-    shard = ensemble.member_sharding(mesh, len(self.members))
+    x_pad, sizes = pad_stack(xs)
+    y_pad, _ = pad_stack(ys)
+    shard = member_sharding(mesh, len(self.members))
     put = (lambda a: jax.device_put(a, shard)) if shard is not None else jnp.asarray
     self.data = {'x': put(x_pad), 'y': put(y_pad)}
     self.sizes = put(sizes)
     self.test = {'x': put(np.stack([t[0] for t in tests])), 'y': put(np.stack([t[1] for t in tests]))}
     self.train_sets = xs
     self.state = init(jnp.stack([m.key for m in self.members]))
-    if shard is not None:
-      self.state = jax.device_put(self.state, jax.tree.map(
-          lambda x: shard if x.ndim and x.shape[0] == len(self.members) else sharding.replicated(mesh),
-          self.state))
+    if mesh is not None:
+      self.state = jax.device_put(self.state, state_sharding(self.state, mesh))
     self.num_params = parameter_count(self.problem)
+    self.summary: dict[str, Any] = {}
 
   def train(self, num_steps: int, reset: bool = True) -> None:
     """num_steps more steps of every member (one compiled call)."""
@@ -489,67 +428,139 @@ class Trainer:
         if k in out:
           row[k] = float(out[k][e])
       rows.append(row)
+    logging.info('gmm: step %d f_mem %s', step, ', '.join(f"{m.name} {r['f_mem']:.3f}"
+                                                         for m, r in zip(self.members, rows)))
     return rows
 
   def member_params(self, i: int):
-    return ensemble.member(self.state.params, i)
+    return member(self.state.params, i)
 
   def member_config(self, m: Member) -> ml_collections.ConfigDict:
     return member_config(self.config, m)
 
+  def write_figures(self, rundir: RunDir, step: int) -> None:
+    """The analysis report draws this experiment's figures (`gmm.analysis`)."""
+    del rundir, step
 
-def _summaries(config, members, workdir, num_params, quality_key):
-  ec = config.eval
-  out = []
-  for m in members:
-    mdir = os.path.join(workdir, m.name)
-    s = timescales.summarize(read_metrics(mdir), quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
-                             f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold,
-                             loss_gap_relative=ec.loss_gap_relative)
-    s.update(family='gmm', dataset='gmm', n=m.n, width=config.gmm.width, seed=m.seed, d=config.gmm.d,
-             batch_size=min(m.n, config.train.batch_size), learning_rate=config.optimizer.learning_rate,
-             optimizer=config.optimizer.name, num_params=num_params, conditional=config.gmm.conditional)
-    _json_dump(s, os.path.join(mdir, SUMMARY_FILE))
-    out.append((m, s))
-  return out
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, Any]:
-  """Train the ensemble of `config.gmm` in `workdir` (resuming from its checkpoint), evaluate at log-spaced
-  milestones, write per-member metrics/summaries, the ensemble summary and the analysis. Returns the summary.
-
-  stop_at_step: save a checkpoint and return there (an interrupted run; no summaries), {} returned.
-  """
-  config_lib.validate(config, num_devices=jax.device_count())
-  t_start = time.time()
-  mesh = sharding.make_mesh(config.mesh)
-  trainer = Trainer(config, mesh=mesh)
-  members, tc = trainer.members, config.train
-  logging.info('gmm: %d members (n = %s, seeds %s), d=%d, W=%d (%d parameters), batch min(n, %d), %s lr %g',
-               len(members), sorted({m.n for m in members}), sorted({m.seed for m in members}), config.gmm.d,
-               config.gmm.width, trainer.num_params, tc.batch_size, config.optimizer.name,
-               config.optimizer.learning_rate)
-  step = ensemble_run.train_members(config, workdir, trainer, stop_at_step=stop_at_step, tag='gmm')
-  if step < tc.num_steps:
-    return {}
-  quality_key = QUALITY_KEYS[config.gmm.quality]
-  per_member = _summaries(config, members, workdir, trainer.num_params, quality_key)
-  summary = ensemble_summary(config, per_member)
-  summary.update(num_params=trainer.num_params, seconds=time.time() - t_start)
-  _json_dump(summary, os.path.join(workdir, SUMMARY_FILE))
-  logging.info('gmm: tau_mem exponent %s, summary in %s (%.1fs)', summary.get('tau_mem_fit'), workdir,
-               summary['seconds'])
-  if config.gmm.analysis:
-    from jaxdiff import analysis  # pylint: disable=g-import-not-at-top
-    analysis.report([workdir], os.path.join(workdir, 'analysis'))
-  return summary
+  def finish(self, rundir: RunDir, *, seconds: float) -> dict[str, Any]:
+    """summary.json of every member and of the ensemble (the fits tau_mem = c n^alpha over the members)."""
+    config = self.config
+    quality_key = QUALITY_KEYS[config.gmm.quality]
+    per_member = []
+    for m in self.members:
+      mdir = rundir.member(m.name)
+      s = timescales.run_summary(
+          mdir.read_metrics(), config.eval, quality_key, family='gmm', dataset='gmm', n=m.n,
+          width=config.gmm.width, seed=m.seed, d=config.gmm.d, batch_size=min(m.n, config.train.batch_size),
+          learning_rate=config.optimizer.learning_rate, optimizer=config.optimizer.name,
+          num_params=self.num_params, conditional=config.gmm.conditional)
+      mdir.write_summary(s)
+      per_member.append((m, s))
+    summary = timescales.ensemble_summary('gmm', config.eval, per_member, quality_key)
+    summary.update(num_params=self.num_params, seconds=seconds)
+    rundir.write_summary(summary)
+    logging.info('gmm: tau_mem exponent %s, summary in %s (%.1fs)', summary.get('tau_mem_fit'), rundir.root,
+                 seconds)
+    self.summary = summary
+    return summary
 
 
-def ensemble_summary(config: ml_collections.ConfigDict, per_member) -> dict[str, Any]:
-  """The members' timescales and the fits tau_mem = c n^alpha over them (ensemble_run.fit_summary)."""
-  return ensemble_run.fit_summary('gmm', config, per_member, QUALITY_KEYS[config.gmm.quality], tag='gmm')
+# ----------------------------------------------------------------------------------------------------------
+# The experiment (the table's entry 'gmm').
 
 
-__all__ = ['Problem', 'Member', 'Trainer', 'mean_vector', 'sample_data', 'delta', 'log_density', 'score',
-           'problem_from_config', 'parameter_count', 'make_loss_fn', 'euler_maruyama', 'flow_samples',
-           'kl_to_truth', 'evaluate_member', 'members_of', 'member_config', 'run', 'ensemble_summary']
+class GMMExperiment:
+  """Family 'gmm': vectorized ensembles of residual-MLP score models on the two-component mixture."""
+
+  section = 'gmm'
+
+  def default_section(self) -> ml_collections.ConfigDict:
+    """Data 1/2 N(mu, I) + 1/2 N(-mu, I), mu = mu_scale * ones(d), residual MLP score model; one member of a
+    vectorized ensemble per (n, seed). Also reads optimizer.*, train.*, and eval.num_samples /
+    memorization_k / bootstrap_resamples / loss_t_ou / loss_noise_draws / tau_gen_rel_tol / f_mem_threshold /
+    loss_gap_threshold."""
+    return ml_collections.ConfigDict(dict(
+        d=8,
+        mu_scale=1.0,
+        n=(128, 256, 512, 1024, 2048, 4096),  # training-set sizes (member n: the first n points of its seed)
+        num_seeds=1,             # members per n; seed s of config.seed + s
+        width=256,               # residual MLP width W
+        num_blocks=3,
+        conditional=False,       # class-conditional on the component, with classifier-free guidance
+        label_dropout=0.1,       # conditional: probability of the null label in training
+        guidance=0.0,            # conditional: w in eps = (1 + w) eps(x, y) - w eps(x, null)
+        t_min=1e-3,              # OU diffusion times trained and sampled: [t_min, t_max]
+        t_max=5.0,
+        t_sampling='log_uniform',  # training times: 'log_uniform' or 'uniform' on [t_min, t_max]
+        sample_steps=1000,       # Euler-Maruyama steps (eval.num_samples samples per milestone)
+        sample_spacing='log',    # sampler time grid: 'log' (geometric) or 'linear'
+        kl_samples=1000,         # probability-flow samples for KL(generated || true); 0 = no KL
+        kl_steps=200,
+        num_test=2048,           # fresh points for loss_test_t, score_err_t and the sliced Wasserstein
+        quality='kl',            # tau_gen from 'kl', 'sw' or 'score_err' (population score-matching error)
+        analysis=True,           # write <workdir>/analysis (jaxdiff.analysis tables and figures) at the end
+    ))
+
+  def validate(self, config: ml_collections.ConfigDict) -> None:
+    _validate_gmm(config.gmm)
+
+  def wants_report(self, config: ml_collections.ConfigDict) -> bool:
+    """Write <workdir>/analysis (jaxdiff.analysis tables and figures) after a finished run."""
+    return bool(config.gmm.analysis)
+
+  def prepare(self, config: ml_collections.ConfigDict, *, training: bool = True):
+    config_lib.validate(config, num_devices=jax.device_count() if training else None)
+    return sharding.make_mesh(config.mesh)
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> Trainer:
+    """Train the ensemble of `config.gmm` in `workdir` (resuming from its checkpoint), evaluate at log-spaced
+    milestones, write per-member metrics and summaries and the ensemble summary. Returns the trainer
+    (`.summary` is {} when stopped before train.num_steps: run again to resume)."""
+    t_start = time.time()
+    trainer = Trainer(config, mesh=self.prepare(config))
+    tc = config.train
+    logging.info('gmm: %d members (n = %s, seeds %s), d=%d, W=%d (%d parameters), batch min(n, %d), %s lr %g',
+                 len(trainer.members), sorted({m.n for m in trainer.members}),
+                 sorted({m.seed for m in trainer.members}), config.gmm.d, config.gmm.width, trainer.num_params,
+                 tc.batch_size, config.optimizer.name, config.optimizer.learning_rate)
+    rundir = RunDir(workdir)
+    if loop.train(config, rundir, trainer, stop_at_step=stop_at_step, tag='gmm') == tc.num_steps:
+      trainer.finish(rundir, seconds=time.time() - t_start)
+    return trainer
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate the saved checkpoints of the ensemble again into out_dir (default <workdir>/eval)."""
+    t_start = time.time()
+    trainer = Trainer(config, mesh=self.prepare(config, training=False))
+    out = RunDir(out_dir or RunDir(workdir).file('eval'))
+    loop.evaluate_checkpoints(config, RunDir(workdir), out, trainer, tag='gmm')
+    return trainer.finish(out, seconds=time.time() - t_start)
+
+
+def _validate_gmm(g: ml_collections.ConfigDict) -> None:
+  for field in ('d', 'width', 'num_seeds', 'sample_steps', 'kl_steps', 'num_test'):
+    require(g[field] >= 1, f'gmm.{field}', f'must be >= 1, got {g[field]}')
+  require(g.num_blocks >= 0, 'gmm.num_blocks', f'must be >= 0, got {g.num_blocks}')
+  require(g.mu_scale > 0, 'gmm.mu_scale', f'must be positive, got {g.mu_scale}')
+  ns = tuple(g.n)
+  require(len(ns) >= 1 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in ns),
+          'gmm.n', f'must be a non-empty tuple of ints >= 2 (training-set sizes), got {ns}')
+  require(len(set(ns)) == len(ns), 'gmm.n', f'must not repeat values, got {ns}')
+  require(0 < g.t_min < g.t_max, 'gmm.t_min', f'need 0 < t_min < t_max, got {g.t_min}, {g.t_max}')
+  require(g.t_sampling in GMM_T_SAMPLING, 'gmm.t_sampling',
+          f'must be one of {GMM_T_SAMPLING}, got {g.t_sampling!r}')
+  require(g.sample_spacing in GMM_SPACINGS, 'gmm.sample_spacing',
+          f'must be one of {GMM_SPACINGS}, got {g.sample_spacing!r}')
+  require(g.kl_samples >= 0, 'gmm.kl_samples', f'must be >= 0 (0 = no KL), got {g.kl_samples}')
+  require(0 <= g.label_dropout < 1, 'gmm.label_dropout', f'must be in [0, 1), got {g.label_dropout}')
+  require(g.guidance >= 0, 'gmm.guidance', f'must be >= 0, got {g.guidance}')
+  require(g.quality in GMM_QUALITY, 'gmm.quality', f'must be one of {GMM_QUALITY}, got {g.quality!r}')
+  require(g.quality != 'kl' or g.kl_samples > 0, 'gmm.quality',
+          "'kl' needs gmm.kl_samples > 0 (or choose 'sw' / 'score_err')")
+
+
+EXPERIMENT = GMMExperiment()
+
+__all__ = ['Problem', 'Member', 'Trainer', 'GMMExperiment', 'EXPERIMENT', 'mean_vector', 'sample_data', 'log_density',
+           'score', 'problem_from_config', 'parameter_count', 'make_loss_fn', 'kl_to_truth', 'evaluate_member',
+           'members_of', 'member_config']

@@ -1,4 +1,5 @@
-"""Figures written by runs: sample grids (more in later modules). Headless matplotlib."""
+"""Figures: headless matplotlib (`pyplot`), PNGs written whole to local or gs:// paths (`save_figure`), and
+the figures every image run writes (sample grids, samples above their nearest training images)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import io
 import math
 import os
 
+import matplotlib
 import numpy as np
+
+from jaxdiff.io import paths
+
+
+def pyplot():
+  """matplotlib.pyplot on the headless Agg backend."""
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (after choosing the backend)
+  return plt
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -24,10 +35,7 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
 
 def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, title: str | None = None) -> str:
   """Write images [N, H, W, C] in [0, 1] as a PNG grid; returns the path."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
+  plt = pyplot()
   grid = image_grid(images, ncol)
   fig, ax = plt.subplots(figsize=(max(3.0, grid.shape[1] / 24), max(3.0, grid.shape[0] / 24)))
   if grid.shape[-1] == 1:
@@ -37,17 +45,14 @@ def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, titl
   ax.axis('off')
   if title:
     ax.set_title(title, fontsize=9)
-  _save(fig, path)
-  return path
+  return save_figure(fig, path, dpi=100, tight=True)
 
 
 def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np.ndarray,
                          memorized: np.ndarray, path: str, *, ncol: int = 8, title: str | None = None) -> str:
   """Generated samples (upper image of each pair) above their nearest training images (lower), with the
   ratio d1/d2 of each (red: memorized). samples, neighbours: [N, H, W, C] in [0, 1]; ratios, memorized: [N]."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   n = samples.shape[0]
   ncol = min(ncol, n)
   nrow = int(math.ceil(n / ncol))
@@ -66,16 +71,19 @@ def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np
     axes[2 * r, q].set_title(f'{float(ratios[i]):.2f}', fontsize=8, color='red' if memorized[i] else 'black')
   if title:
     fig.suptitle(title + '  (top: sample, bottom: nearest training image, title: d1/d2)', fontsize=9)
-  _save(fig, path)
-  return path
+  return save_figure(fig, path, dpi=100, tight=True)
 
 
-def _save(fig, path: str) -> None:
-  """PNG to a local or object-store path (jaxdiff.paths), then close the figure."""
-  import matplotlib.pyplot as plt
-  from jaxdiff import paths  # pylint: disable=g-import-not-at-top
+def save_figure(fig, path: str, *, dpi: int = 110, tight: bool = False) -> str:
+  """Write `fig` as a PNG to a local or object-store path (whole-file write, jaxdiff.io.paths) and close it.
+  tight: crop to the drawn area (bbox_inches='tight'); otherwise the figure's own layout (tight_layout)."""
   buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-  plt.close(fig)
+  if tight:
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+  else:
+    fig.tight_layout()
+    fig.savefig(buf, format='png', dpi=dpi)
+  pyplot().close(fig)
   paths.makedirs(os.path.dirname(path) or '.')
   paths.write_bytes(path, buf.getvalue())
+  return path

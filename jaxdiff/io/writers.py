@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdiff import paths
+from jaxdiff.io import paths
 
 METRICS_FILE = 'metrics.jsonl'
 

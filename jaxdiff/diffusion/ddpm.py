@@ -3,7 +3,8 @@
 Conventions (paper 1's code): steps t = 0..T-1, betas linear in [beta_min, beta_max],
 alpha_bar[t] = prod_{s <= t} (1 - beta_s), x_t = sqrt(alpha_bar[t]) x_0 + sqrt(1 - alpha_bar[t]) eps.
 Training draws t uniformly in 1..T-1. The Ornstein-Uhlenbeck time of step t is
-t_OU = -1/2 log(alpha_bar[t]), so that x_t = e^{-t_OU} x_0 + sqrt(1 - e^{-2 t_OU}) eps (SPEC section 1).
+t_OU = -1/2 log(alpha_bar[t]), so that x_t = e^{-t_OU} x_0 + sqrt(1 - e^{-2 t_OU}) eps (SPEC section 1); that
+mapping lives in `jaxdiff.diffusion.ou` (`ddpm_ou_time`, `ddpm_step_from_ou_time`).
 
 Everything here is a pure function of arrays and PRNG keys. `eps_fn(x_t, t) -> eps` is any callable
 (a network closed over its parameters, or an exact score in tests); t is a float array [B] of step indices.
@@ -16,6 +17,8 @@ from collections.abc import Callable
 import flax
 import jax
 import jax.numpy as jnp
+
+from jaxdiff.diffusion import ou
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -41,16 +44,9 @@ def linear_schedule(num_steps: int = 1000, beta_min: float = 1e-4, beta_max: flo
   return Schedule(betas=betas, alpha_bars=jnp.cumprod(1.0 - betas))
 
 
-def ou_time(schedule: Schedule, t: jax.Array) -> jax.Array:
-  """OU time of step t: t_OU = -1/2 log(alpha_bar[t])."""
-  return -0.5 * jnp.log(schedule.alpha_bars[t])
-
-
 def step_from_ou_time(schedule: Schedule, t_ou: float | jax.Array) -> jax.Array:
-  """The step whose OU time is closest to t_OU (inverse of `ou_time` on the grid)."""
-  t_all = ou_time(schedule, jnp.arange(schedule.num_steps))
-  return jnp.argmin(jnp.abs(t_all[None, :] - jnp.atleast_1d(t_ou)[:, None]), axis=-1).reshape(
-      jnp.shape(t_ou))
+  """The step of `schedule` whose OU time is closest to t_OU (a scalar or [K] -> int steps of that shape)."""
+  return ou.ddpm_step_from_ou_time(schedule.alpha_bars, t_ou)
 
 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:

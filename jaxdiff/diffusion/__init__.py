@@ -1,0 +1,1 @@
+"""Diffusion processes: the DDPM schedule and samplers (`ddpm`) and the Ornstein-Uhlenbeck process (`ou`)."""

@@ -1,0 +1,66 @@
+"""Evaluator 'losses': the training loss at a fixed diffusion time on all n training examples and on the test
+set, `loss_train_t`, `loss_test_t` and `loss_gap_t` = their difference (SPEC "Definitions").
+
+The time is `eval.loss_t_ou` in OU time, mapped by the family (`family.loss_time`: for DDPM the nearest
+step). Each example's loss is averaged over `eval.loss_noise_draws` noise draws of a key that is the same at
+every milestone, so L_test - L_train is a smooth curve. The sets are cut into chunks of
+`eval.loss_batch_size` (split over the mesh) and summed in one compiled `lax.map`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import distributed, sharding
+
+
+def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
+  n = x.shape[0]
+  pad = (-n) % multiple
+  if pad:
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+  return x, n
+
+
+class Evaluator:
+  needs_samples = False
+
+  def __init__(self, ctx):
+    ec = ctx.config.eval
+    self.ctx, self.draws = ctx, ec.loss_noise_draws
+    self.time = ctx.family.loss_time(ec.loss_t_ou)
+    lb = max(ctx.num_devices, ec.loss_batch_size - ec.loss_batch_size % ctx.num_devices)
+    spec = jax.sharding.NamedSharding(ctx.mesh, jax.sharding.PartitionSpec(None, sharding.DATA))
+    self.sets = {}
+    for name, x in (('train', ctx.data.train), ('test', ctx.data.test)):
+      if x.shape[0] == 0:
+        continue
+      padded, n = _pad_to(np.asarray(x, np.float32), lb)
+      chunks = padded.reshape(-1, lb, *x.shape[1:])
+      mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
+      self.sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec))
+    self._loss = jax.jit(self._fixed_time_loss, compiler_options=ctx.compiler_options)
+
+  def _fixed_time_loss(self, params, chunks, mask, key):
+    model = self.ctx.model(params)
+    t = jnp.full((chunks.shape[1],), self.time)
+
+    def one(args):
+      x, m, i = args
+      per_draw = [self.ctx.family.loss_at(model, x, t, jax.random.fold_in(jax.random.fold_in(key, i), d))
+                  for d in range(self.draws)]
+      return jnp.sum(jnp.mean(jnp.stack(per_draw), axis=0) * m)
+
+    sums = jax.lax.map(one, (chunks, mask, jnp.arange(chunks.shape[0])))
+    return jnp.sum(sums) / jnp.sum(mask)
+
+  def __call__(self, params, keys, samples):
+    del samples
+    out = {f'loss_{name}_t': self._loss(params, chunks, mask, keys.loss)
+           for name, (chunks, mask) in self.sets.items()}
+    out = {k: float(v) for k, v in distributed.fetch(out).items()}
+    if 'loss_test_t' in out:
+      out['loss_gap_t'] = out['loss_test_t'] - out['loss_train_t']
+    return out, {}

@@ -1,0 +1,40 @@
+"""Evaluator 'memorization': the fraction of samples that copy a training example (SPEC "Definitions").
+
+`f_mem`, `f_mem_lo`, `f_mem_hi`: the fraction of generated samples whose nearest / second-nearest training
+distance ratio d1/d2 is below `eval.memorization_k`, with its bootstrap interval; `num_uncertified` samples
+whose fast candidate search could not be certified (jaxdiff.metrics.memorization). The training set stays on the devices (replicated)
+and the samples are split over the mesh.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxdiff import distributed, sharding
+from jaxdiff.metrics import memorization
+
+
+class Evaluator:
+  needs_samples = True
+
+  def __init__(self, ctx):
+    ec = ctx.config.eval
+    self.data = ctx.data
+    self.train = distributed.put(np.asarray(ctx.data.train), sharding.replicated(ctx.mesh))
+    self.grid = min(ec.grid_samples, ec.num_samples)
+    mesh = ctx.mesh if ctx.num_devices > 1 else None
+    self._metrics = jax.jit(lambda s, t, key: memorization.memorization_metrics(
+        s, t, key, k=ec.memorization_k, num_resamples=ec.bootstrap_resamples, mesh=mesh,
+        shard='samples', chunk_size=ec.nn_chunk_size))
+
+  def __call__(self, params, keys, samples):
+    del params
+    mem = self._metrics(samples, self.train, keys.memorization)
+    scalars = distributed.fetch({k: mem[k] for k in ('f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified')})
+    g = self.grid
+    figs = distributed.fetch({'ratio': mem['ratio'][:g], 'index': mem['index'][:g],
+                              'memorized': mem['memorized'][:g]})
+    figs = {k: np.asarray(v) for k, v in figs.items()}
+    figs['neighbours'] = np.asarray(self.data.to_pixels(np.asarray(self.data.train)[figs['index']]))
+    return {k: float(v) for k, v in scalars.items()}, figs

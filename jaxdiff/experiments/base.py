@@ -1,0 +1,336 @@
+"""What an experiment provides, and the trainers of every network family (solo runs and vectorized ensembles).
+
+A network family (the DDPM U-Net, a toy MLP denoiser, ...) subclasses `NetworkExperiment` and declares
+
+- `load_data(config)`: its training and test sets (`Dataset`: host arrays, first `data.n` examples);
+- `build_family(config, data)`: an object with `init(key) -> nnx.Module`, `losses(model, batch, key, *,
+  train) -> [B]` per-example training losses, `sample(model, key, num) -> [num, ...]`,
+  `loss_time(t_ou)` and `loss_at(model, x, t, key) -> [B]` (the loss at a fixed time, for the 'losses'
+  evaluator), optionally `compiler_options` (XLA options of every program that runs the network);
+- optionally its config section (`section`, `default_section()`), `validate(config)` and `summary_info`.
+
+Everything else is shared: the run is a solo run (`config.ensemble.n` empty) or a vectorized ensemble of
+one member per (n, seed) for n in `ensemble.n` and seed in config.seed + [0, ensemble.num_seeds). Member
+(n, seed) trains exactly as the solo run `member_config(config, member)` would (data.n = n, that seed): its
+batches, noise and dropout come from its key (jaxdiff.train.steps), its parameters from the solo run's
+initialization. The one driver (jaxdiff.train.loop) trains either; the evaluators of `eval.metrics`
+(jaxdiff.evaluators) evaluate each member as its solo run; summary.json holds tau_gen and tau_mem (and, for
+an ensemble, the fit tau_mem = c n^alpha over the members).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from jaxdiff import config as config_lib
+from jaxdiff import distributed, evaluators, sharding, timescales
+from jaxdiff.io.rundir import RunDir
+from jaxdiff.train import loop
+from jaxdiff.train.loop import Member
+from jaxdiff.train.steps import (TrainState, init_state, make_optimizer, make_train_chunk, member, member_sharding,
+                                 network_init_fn, network_loss_fn, pad_stack,
+                                 resolve_loop, state_sharding)
+
+
+class Dataset(Protocol):
+  """A family's data: host arrays. train: [n, ...] model-space examples; train_labels: [n] int; test: [m, ...];
+  value_range: (lo, hi), the values pixels 0 and 1 map to; scale = hi - lo; to_pixels(x): model space -> [0, 1]
+  (for figures and feature extractors); name: shown in logs."""
+  train: np.ndarray
+  train_labels: np.ndarray
+  test: np.ndarray
+  value_range: tuple[Any, Any]
+  scale: float
+  name: str
+
+  def to_pixels(self, x) -> np.ndarray: ...
+
+
+class NetworkExperiment:
+  """Base of the experiments whose model is one Flax NNX network (see the module docstring)."""
+
+  section: str | None = None        # the config section the family owns
+  data_depends_on_seed = False       # False: members with the same n share one training set
+
+  # ------------------------------------------------------------------ what a family declares
+
+  def default_section(self) -> ml_collections.ConfigDict | None:
+    return None
+
+  def validate(self, config: ml_collections.ConfigDict) -> None:
+    del config
+
+  def load_data(self, config: ml_collections.ConfigDict) -> Dataset:
+    raise NotImplementedError
+
+  def build_family(self, config: ml_collections.ConfigDict, data: Dataset):
+    raise NotImplementedError
+
+  def summary_info(self, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What summary.json records beside the timescales (the analysis groups runs by it)."""
+    return dict(family=config.family, n=config.data.n, seed=config.seed, dataset=config.data.name,
+                batch_size=config.train.batch_size, learning_rate=config.optimizer.learning_rate,
+                optimizer=config.optimizer.name)
+
+  # ------------------------------------------------------------------ members
+
+  def members(self, config: ml_collections.ConfigDict) -> list[Member]:
+    """One solo member (ensemble.n empty), or (n, seed) for n in ensemble.n, seed = config.seed + s."""
+    if not config.ensemble.n:
+      return [Member(config.data.n, config.seed, solo=True)]
+    return [Member(int(n), config.seed + s) for s in range(config.ensemble.num_seeds) for n in config.ensemble.n]
+
+  def member_config(self, config: ml_collections.ConfigDict, m: Member) -> ml_collections.ConfigDict:
+    """The solo config that trains exactly member m (`python -m jaxdiff.main` with it gives the same run)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.seed = m.seed
+    c.data.n = m.n
+    c.ensemble.n = ()
+    c.ensemble.num_seeds = 1
+    return c
+
+  # ------------------------------------------------------------------ running
+
+  def prepare(self, config: ml_collections.ConfigDict, *, training: bool = True):
+    """Validate the config and build the mesh. Fails before any compilation on bad input.
+    training=False (evaluation only) skips the checks that concern training steps (batch divisibility)."""
+    config_lib.validate(config, num_devices=jax.device_count() if training else None)
+    return sharding.make_mesh(config.mesh)
+
+  def trainer(self, config: ml_collections.ConfigDict, mesh) -> NetworkTrainer:
+    members = self.members(config)
+    if len(members) == 1 and members[0].solo:
+      return SoloTrainer(self, config, mesh)
+    return EnsembleTrainer(self, config, mesh, members)
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str, *,
+            stop_at_step: int | None = None) -> NetworkTrainer:
+    """Train (resuming from `workdir`) to train.num_steps or stop_at_step, evaluating at the milestones; write
+    the summaries when finished. Returns the trainer (`.state`, `.summary`)."""
+    t_start = time.time()
+    mesh = self.prepare(config)
+    trainer = self.trainer(config, mesh)
+    rundir = RunDir(workdir)
+    step = loop.train(config, rundir, trainer, stop_at_step=stop_at_step, tag=config.family)
+    if step == config.train.num_steps:
+      trainer.finish(rundir, seconds=time.time() - t_start)
+    return trainer
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None,
+               steps: list[int] | None = None) -> dict[str, Any]:
+    """Evaluate the run's saved checkpoints without training (`--mode=eval`) into `out_dir` (default
+    <workdir>/eval), leaving the run's own history untouched: metrics.jsonl, summary.json and the figures of
+    the last step (per member for an ensemble). steps: which saved steps (default all)."""
+    t_start = time.time()
+    mesh = self.prepare(config, training=False)
+    if not (config.eval.enabled and config.eval.metrics):
+      raise ValueError("config field 'eval.enabled': --mode=eval needs evaluation (eval.enabled and eval.metrics)")
+    trainer = self.trainer(config, mesh)
+    out = RunDir(out_dir or RunDir(workdir).file('eval'))
+    loop.evaluate_checkpoints(config, RunDir(workdir), out, trainer, steps=steps, tag=config.family)
+    return trainer.finish(out, seconds=time.time() - t_start)
+
+
+class NetworkTrainer:
+  """Shared by the solo and ensemble trainers: evaluation bookkeeping and summaries."""
+
+  experiment: NetworkExperiment
+  config: ml_collections.ConfigDict
+  members: list[Member]
+  state: TrainState
+  num_params: int
+  summary: dict[str, Any] = {}
+
+  def member_config(self, m: Member) -> ml_collections.ConfigDict:
+    return self.experiment.member_config(self.config, m)
+
+  def _eval_params(self, i: int | None):
+    """The parameters to evaluate (the moving average when the run keeps one), of member i of an ensemble."""
+    tree = self.state.ema_params if self.state.ema_params is not None else self.state.params
+    return tree if i is None else member(tree, i)
+
+  def evaluate(self, step: int) -> list[dict[str, Any]] | None:
+    if not self.evaluations:
+      return None
+    rows, self._figs = [], []
+    rep = sharding.replicated(self.mesh)
+    for i, m in enumerate(self.members):
+      t0 = time.perf_counter()
+      params = self._eval_params(None) if m.solo else distributed.put(self._eval_params(i), rep)
+      scalars, figs = self.evaluations[self._data_key(m)].evaluate(params, step, seed=m.seed)
+      scalars['eval_sec'] = time.perf_counter() - t0
+      rows.append(scalars)
+      self._figs.append(figs)
+    logging.info('%s: step %d %s', self.config.family, step, '  '.join(
+        (f'{m.name}: ' if m.name else '') + _describe(r) for m, r in zip(self.members, rows)))
+    return rows
+
+  def write_figures(self, rundir: RunDir, step: int) -> None:
+    for m, figs in zip(self.members, self._figs):
+      for path in evaluators.write_figures(rundir.member(m.name), step, figs):
+        logging.info('wrote %s', path)
+
+  @property
+  def quality_key(self) -> str | None:
+    return next(iter(self.evaluations.values())).quality_key if self.evaluations else None
+
+  def finish(self, rundir: RunDir, *, seconds: float) -> dict[str, Any]:
+    """After the last step: summary.json of every member (and the ensemble's fit), or a sample grid when the
+    run does not evaluate. Every process calls it (sampling is a sharded computation)."""
+    if not self.evaluations:
+      self._sample_grid(rundir)
+      return {}
+    per_member = []
+    for m in self.members:
+      mdir = rundir.member(m.name)
+      info = self.experiment.summary_info(self.member_config(m))
+      s = timescales.run_summary(mdir.read_metrics(), self.config.eval, self.quality_key,
+                                 num_params=self.num_params, **info)
+      path = mdir.write_summary(s)
+      logging.info('wrote %s: tau_gen %s, tau_mem (f_mem) %s, tau_mem (loss) %s', path, s.get('tau_gen'),
+                   s.get('tau_mem_fmem'), s.get('tau_mem_loss'))
+      per_member.append((m, s))
+    if self.members[0].solo:
+      self.summary = per_member[0][1]
+      return self.summary
+    summary = timescales.ensemble_summary(self.config.family, self.config.eval, per_member, self.quality_key)
+    summary.update(num_params=self.num_params, seconds=seconds)
+    rundir.write_summary(summary)
+    logging.info('%s: tau_mem fit %s, summary in %s', self.config.family, summary.get('tau_mem_fit'), rundir.root)
+    self.summary = summary
+    return summary
+
+  def _sample_grid(self, rundir: RunDir) -> None:
+    """samples.png of each member for runs without evaluation."""
+    from jaxdiff.io import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
+    num = self.config.eval.grid_samples
+    for i, m in enumerate(self.members):
+      family = self.families[self._data_key(m)]
+      params = self._eval_params(None) if m.solo else distributed.put(
+          self._eval_params(i), sharding.replicated(self.mesh))
+      n_data = self.mesh.shape[sharding.DATA]
+      out = sharding.batch_sharded(self.mesh) if num % n_data == 0 else sharding.replicated(self.mesh)
+      sampler = jax.jit(lambda p, key, family=family: family.sample(nnx.merge(self.graphdef, p), key, num),
+                        out_shardings=out, compiler_options=getattr(family, 'compiler_options', None))
+      key = jax.random.fold_in(jax.random.key(m.seed), 3)
+      samples = distributed.fetch(sampler(params, key))
+      data = self.data_sets[self._data_key(m)]
+      if rundir.primary and samples.ndim == 4:
+        path = figures.save_image_grid(data.to_pixels(samples), rundir.member(m.name).file('samples.png'),
+                                       title=f'{num} samples at step {int(self.state.step)}')
+        logging.info('wrote %s', path)
+
+  def _data_key(self, m: Member):
+    return (m.n, m.seed if self.experiment.data_depends_on_seed else None)
+
+  def _build(self, experiment: NetworkExperiment, config: ml_collections.ConfigDict, mesh,
+             members: list[Member]) -> None:
+    """Data, families and evaluations of every distinct training set; the graphdef and parameter count."""
+    self.experiment, self.config, self.mesh, self.members = experiment, config, mesh, members
+    self.data_sets, self.families, self.evaluations = {}, {}, {}
+    for m in members:
+      k = self._data_key(m)
+      if k not in self.data_sets:
+        solo = self.member_config(m)
+        self.data_sets[k] = experiment.load_data(solo)
+        self.families[k] = experiment.build_family(solo, self.data_sets[k])
+    # Training does not depend on the data range (only sampling clips to it): one family trains every member.
+    self.family = self.families[self._data_key(max(members, key=lambda m: m.n))]
+    abstract = nnx.eval_shape(lambda: self.family.init(jax.random.key(0)))
+    self.graphdef, params = nnx.split(abstract, nnx.Param)
+    self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
+    if config.eval.enabled and config.eval.metrics and config.train.num_milestones > 0:
+      for m in members:
+        k = self._data_key(m)
+        if k not in self.evaluations:
+          self.evaluations[k] = evaluators.Evaluation(self.member_config(m), self.families[k], self.graphdef,
+                                                      self.data_sets[k], mesh)
+    self._figs: list[dict[str, np.ndarray]] = []
+    self.tx = make_optimizer(config.optimizer)
+    self.loss_fn = network_loss_fn(self.family.losses, self.graphdef)
+    self.compiler_options = getattr(self.family, 'compiler_options', None)
+
+
+class SoloTrainer(NetworkTrainer):
+  """One network; its batch split over the mesh's 'data' axis, its state replicated (data parallelism)."""
+
+  def __init__(self, experiment: NetworkExperiment, config: ml_collections.ConfigDict, mesh):
+    member_ = experiment.members(config)[0]
+    self._build(experiment, config, mesh, [member_])
+    data = self.data_sets[self._data_key(member_)]
+    self.batch_size = config_lib.effective_batch_size(config)
+    key = jax.random.key_data(jax.random.key(config.seed))
+    ema = config.optimizer.ema_decay > 0
+    abstract = jax.eval_shape(lambda k: init_state(network_init_fn(self.family.init), self.tx, k, ema), key)
+    shardings = state_sharding(abstract, mesh)
+    self.state = jax.jit(lambda k: init_state(network_init_fn(self.family.init), self.tx, k, ema),
+                         out_shardings=shardings)(key)
+    rep = sharding.replicated(mesh)
+    self.data = distributed.put({'x': np.asarray(data.train), 'y': np.asarray(data.train_labels, np.int32)}, rep)
+    self.chunk = make_train_chunk(loss_fn=self.loss_fn, tx=self.tx, batch_size=self.batch_size,
+                                  loop=config.train.loop, ema_decay=config.optimizer.ema_decay,
+                                  compiler_options=self.compiler_options, mesh=mesh, shardings=shardings)
+    logging.info('%s: %.3fM parameters; data: %s n=%d %s; mesh %s; batch %d', config.family,
+                 self.num_params / 1e6, data.name, data.train.shape[0], data.train.shape[1:], dict(mesh.shape),
+                 self.batch_size)
+
+  def train(self, num_steps: int, reset: bool = True) -> None:
+    self.state = self.chunk(self.state, self.data, None, jnp.int32(num_steps), jnp.bool_(reset))
+
+
+class EnsembleTrainer(NetworkTrainer):
+  """E networks trained by one compiled step (vmap over members, split over the mesh's 'data' axis)."""
+
+  def __init__(self, experiment: NetworkExperiment, config: ml_collections.ConfigDict, mesh,
+               members: list[Member]):
+    if not members:
+      raise ValueError("config field 'ensemble.n': an ensemble needs at least one training-set size")
+    loop.check_processes(len(members))
+    self._build(experiment, config, mesh, members)
+    self.batch_size = config.train.batch_size
+    ema = config.optimizer.ema_decay > 0
+    keys = jnp.stack([jax.random.key_data(jax.random.key(m.seed)) for m in members])
+    state = jax.jit(lambda k: init_state(network_init_fn(self.family.init), self.tx, k, ema))(keys)
+    sets = [self.data_sets[self._data_key(m)] for m in members]
+    x_pad, sizes = pad_stack([d.train for d in sets])
+    y_pad, _ = pad_stack([np.asarray(d.train_labels, np.int32) for d in sets])
+    shard = member_sharding(mesh, len(members))
+    self.data = {'x': jax.device_put(x_pad, shard), 'y': jax.device_put(y_pad, shard)}
+    self.sizes = jax.device_put(sizes, shard)
+    self.state = jax.device_put(state, state_sharding(state, mesh))
+    self.chunk = make_train_chunk(loss_fn=self.loss_fn, tx=self.tx, batch_size=self.batch_size,
+                                  loop=resolve_loop(config.train.loop), ema_decay=config.optimizer.ema_decay,
+                                  compiler_options=self.compiler_options)
+    logging.info('%s: ensemble of %d members (n = %s, seeds %s), %d parameters each, batch min(n, %d), mesh %s',
+                 config.family, len(members), sorted({m.n for m in members}), sorted({m.seed for m in members}),
+                 self.num_params, self.batch_size, dict(mesh.shape))
+
+  def train(self, num_steps: int, reset: bool = True) -> None:
+    self.state = self.chunk(self.state, self.data, self.sizes, jnp.int32(num_steps), jnp.bool_(reset))
+
+  def member_params(self, i: int, ema: bool = True):
+    """Member i's parameters (its moving average when the run keeps one and ema is True)."""
+    tree = self.state.ema_params if ema and self.state.ema_params is not None else self.state.params
+    return member(tree, i)
+
+
+def _describe(row: dict[str, Any]) -> str:
+  parts = []
+  if 'f_mem' in row:
+    parts.append(f"f_mem {row['f_mem']:.3f} [{row['f_mem_lo']:.3f}, {row['f_mem_hi']:.3f}]")
+  for k in ('loss_train_t', 'loss_test_t'):
+    if k in row:
+      parts.append(f'{k} {row[k]:.5f}')
+  parts += [f'{k} {v:.4g}' for k, v in row.items() if k.startswith('fd_') and not k.endswith('_set_std')]
+  return ', '.join(parts)
+
+
+__all__ = ['Dataset', 'NetworkExperiment', 'NetworkTrainer', 'SoloTrainer', 'EnsembleTrainer']

@@ -1,0 +1,1 @@
+"""Training: the state and compiled steps (`steps`) and the one driver around them (`loop`)."""
