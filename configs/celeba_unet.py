@@ -5,14 +5,15 @@
 
 W = 32 (4.06M parameters as paper 1 counts them), SGD lr 0.01 momentum 0.95, batch min(n, 512), T = 1000,
 no EMA, 40 log-spaced milestones. Paper 1 trains 1-11 million steps; memorization at n = 1024 appears around
-1.6M steps. Cost: ~4 s per step at batch 128 on a 2-core CPU (GPU/TPU work: see bench/train_throughput.py
-for measured steps/s). Needs CelebA prepared for TFDS in array_record format (see README, "Data").
+1.6M steps. Cost: GPU/TPU work, not yet run end to end; one step of this U-Net at batch 64 takes 9.6 ms on an
+H200 and 4.37 s on a 2-core CPU (bench/README.md), and this config's batch is min(n, 512). Needs CelebA
+prepared for TFDS in array_record format (see README, "Data").
 
 `:fid` evaluates as paper 1 reports sample quality: FID with the pytorch-fid Inception network (weights from
 --config.eval.inception_weights=PATH or the cache), 10,000 samples against 5 disjoint sets of 10,000 test
 images (fd_inception is their mean, fd_inception_set_std the spread), the test images held out from the end of
 CelebA's train split (its test split has 19,962); training uses the first n <= 112,770 images.
-Sampling 10,000 images with 100 DDIM steps at every milestone is GPU/TPU work (~19 s on an H200 at W = 32).
+Sampling 10,000 images with 100 DDIM steps at every milestone is GPU/TPU work (18.7 s on an H200 at W = 32).
 """
 
 from jaxdiff.config import default_config

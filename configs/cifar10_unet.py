@@ -6,8 +6,8 @@
 First n training images (n in {2048, 4096, 8192, 16384} in paper 3), 32x32x3, 5120 test images, Adam 1e-4,
 batch 128, 3 ResNet blocks per level, class-conditional (10 classes, plus the null class for guidance).
 Paper 3 uses rectified flow and EMA 0.9999; this config keeps DDPM (the family jaxdiff has today) with the
-same network and data protocol. Cost: W = 32 at batch 128 is GPU/TPU work (several seconds per step on a
-2-core CPU). Needs CIFAR-10 prepared for TFDS in array_record format (see README, "Data").
+same network and data protocol. Cost: GPU/TPU work, not yet measured at this size (bench/README.md has the
+step times of paper 1's U-Net). Needs CIFAR-10 prepared for TFDS in array_record format (see README, "Data").
 """
 
 from jaxdiff.config import default_config

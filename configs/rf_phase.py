@@ -6,9 +6,9 @@ L_gen = L_test - L_train over (psi_n, psi_p) at training times tau = 1e3 and 1e4
     python -m jaxdiff.main --config=configs/rf_phase.py:paper --workdir=workdirs/rf_phase_d100
 
 Exact gradient flow, one model per (psi_p, psi_n) cell (nested training sets per psi_p). Writes phase.png,
-one losses_*.png per psi_p, summary.json['groups'][*]['heatmap']. Cost: default d = 12 (p up to 1536,
-35 models) ~2 minutes on a 2-core CPU; `:paper` d = 100 (p up to 12800) is GPU work (the float64
-eigendecomposition of the p = 12800 matrices dominates; ~1 minute each on one H100).
+one losses_*.png per psi_p, summary.json['groups'][*]['heatmap']. Cost (bench/README.md): default d = 12
+(p up to 1536, 35 models) ~2 minutes on a 2-core CPU; `:paper` d = 100 (p up to 12800) is GPU work (the
+float64 eigendecomposition of the p = 12800 matrices dominates; ~1 minute each on one H100).
 """
 
 from jaxdiff.config import default_config

@@ -6,11 +6,12 @@ psi_p = 64, psi_n = 8, t = 0.01, d = 100 against the density from the Stieltjes-
     python -m jaxdiff.main --config=configs/rf_spectrum.py:small --workdir=workdirs/rf_spectrum_small
 
 Writes spectrum.png and summary.json['spectrum_check'] (bulk edges and KS distances), plus the losses of
-that one model along the exact gradient flow. Cost on a 2-core CPU: d = 100 (p = 6400): building U (exact
-E_xi, Hermite order 8) ~1 minute and its float64 eigendecomposition 1-3 minutes, ~5 minutes in all, 2 GB;
-`:small` (d = 40, p = 2560) ~30 s. The theory solver (1000 points) takes a few seconds.
+that one model along the exact gradient flow. Cost on a 2-core CPU (bench/README.md): d = 100 (p = 6400):
+building U (exact E_xi, Hermite order 8) ~1 minute and its float64 eigendecomposition 1-3 minutes, ~5 minutes
+in all, 2 GB; `:small` (d = 40, p = 2560) ~30 s. The theory solver (1000 points) takes a few seconds.
 At d = 100 the bulk rho_2 and the density agree closely; rho_1 of the true tanh features is wider than the
-Gaussian-equivalent theory (KS ~0.07; the cubic Hermite part of tanh is not yet identity-like at p ~ d^3/25).
+Gaussian-equivalent theory (the cubic Hermite part of tanh is not yet identity-like at p ~ d^3/25; the KS
+distances are in summary.json and bench/README.md).
 """
 
 from jaxdiff.config import default_config

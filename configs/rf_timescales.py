@@ -8,22 +8,20 @@ Exact gradient flow (closed form in the eigenbasis of U, 200 times in [0.1, 1e6]
 tau_mem per psi_n and `tau_mem_exponent`, the fitted slope of log tau_mem against log psi_n. tau_mem is paper
 1's psi_p / (Delta_t lambda_min), lambda_min the lower edge of the memorization bulk, measured on each realized U
 (`measured`), beside the closed-form edge (`predicted`) and the first crossing of the L_gen curve (`curve`).
-The cost is the construction of U (p x p, p = 64 d, exact E_xi) and its float64 eigendecomposition, ~p^3:
-- default, d = 16, 2 seeds (p = 1024, 8 models): ~1 minute end to end on the 2-core CPU
-  (measured 66 s, compilation included; one seed and 20 times: 20 s);
+The cost is the construction of U (p x p, p = 64 d, exact E_xi) and its float64 eigendecomposition, ~p^3
+(bench/README.md):
+- default, d = 16, 2 seeds (p = 1024, 8 models): ~1 minute end to end on a 2-core CPU (66 s, compilation
+  included; one seed and 20 times, --config.rf.num_seeds=1 --config.rf.num_times=20: 20 s);
 - `:paper`, d = 100, 5 seeds (p = 6400, 20 models, ~7 GB): GPU work (34 s on an H200); on a 2-core CPU each
   6400 x 6400 float64 eigendecomposition takes minutes. Override any field, e.g. --config.rf.d=32.
 - `:wide`, d = 32, psi_p = 256, 2 seeds (p = 8192): the regime psi_p >> psi_n where the L_gen curve crossing
-  also grows like n (GPU: ~15 s on an H200; a 2-core CPU needs tens of minutes).
+  also grows like n (~15 s on an H200; a 2-core CPU needs tens of minutes).
 
-Measured slopes (exact flow, seed-averaged, H200, jax 0.11.2):
-- psi_p = 64, d = 100 (`:paper`): tau_mem (realized U) 0.95, closed form 1.05; the L_gen curve's half-rise
-  0.47 and the L_test half-rise 0.54. At psi_p / psi_n = 16 ... 2 the bulk rho_1,
-  [s^2 + v^2 (1 - r^1/2)^2, s^2 + v^2 (1 + r^1/2)^2] with r = psi_p / psi_n, is wide compared with its lower
-  edge at r = 2, so L_gen rises over a decade of tau and its crossings grow slower than n; the curves still
-  collapse against tau / tau_mem (losses.png, bottom row). d = 16 (default, 2-core CPU): 0.97 / 1.05 / 0.52.
-- psi_p = 256, d = 32 (`:wide`, r = 64 ... 8): the curves follow the edge: L_gen half-rise 1.02, L_test rise
-  (10% of its climb) 1.06, tau_mem (realized U) 1.02.
+The fitted slopes of recorded runs are in bench/README.md. At psi_p = 64 (psi_p / psi_n = 16 ... 2) the bulk
+rho_1, [s^2 + v^2 (1 - r^1/2)^2, s^2 + v^2 (1 + r^1/2)^2] with r = psi_p / psi_n, is wide compared with its
+lower edge at r = 2, so L_gen rises over a decade of tau and its crossings grow slower than n; the curves still
+collapse against tau / tau_mem (losses.png, bottom row). At psi_p = 256 (`:wide`, r = 64 ... 8) the curves
+follow the edge.
 """
 
 from jaxdiff.config import default_config

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
+from orbax.checkpoint import multihost as ocp_multihost
 
 # Environment variables whose presence means "several processes were launched for this job".
 _CLUSTER_ENV = ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
@@ -107,13 +108,10 @@ def barrier(name: str, timeout_s: float = 1800.0) -> None:
   Processes reach the first collective at different times: one may take minutes longer to start (its
   compilations miss the persistent cache, which only process 0 writes), while the CPU collectives (gloo)
   give up on a peer after 30 s. Waiting here first, with a generous timeout, keeps that from failing a run.
+  Orbax's public barrier (`orbax.checkpoint.multihost`) wraps the coordination service of `jax.distributed`.
   """
   global _barriers
   if jax.process_count() == 1:
     return
-  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-  client = jax_distributed.global_state.client
-  if client is None:
-    return
   _barriers += 1
-  client.wait_at_barrier(f'jaxdiff_{name}_{_barriers}', timeout_in_ms=int(timeout_s * 1000))
+  ocp_multihost.get_barrier_sync_fn()(key=f'jaxdiff_{name}_{_barriers}', timeout_ms=int(timeout_s * 1000))

@@ -1,4 +1,4 @@
-"""Vectorized ensembles (jaxdiff/ensemble.py): a member trains exactly like a solo run with its key."""
+"""Vectorized ensembles (jaxdiff/train/steps.py): a member trains exactly like a solo run with its key."""
 
 import functools
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdiff import ensemble
+from jaxdiff.train import steps as ensemble
 
 
 def test_random_draws_of_a_longer_batch_start_with_the_shorter_draws():
@@ -113,24 +113,26 @@ def test_device_and_host_loops_compute_the_same_steps():
 
 def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
   """`python -m jaxdiff.main --config.ensemble.n=...`: two U-Nets (n = 4 and 8) trained as one vectorized
-  ensemble (the loop and its resume are jaxdiff/ensemble_run.py's, tested through the Gaussian-mixture runs
-  in test_gmm). The padded member (n = 4) writes the train-loss and evaluation rows of the solo run of its
+  ensemble (the loop and its resume are jaxdiff/train/loop.py's, tested through the solo runs in test_train,
+  the Gaussian-mixture runs in test_gmm and the toy family in test_experiments). The padded member (n = 4) writes the train-loss and evaluation rows of the solo run of its
   config (SGD with momentum, EMA and dropout on); every member gets its summary, solo config and figures,
   and the ensemble its summary. SGD: Adam's normalisation turns rounding-level
   differences of near-zero gradients into steps of ~lr (see test_train.test_eight_devices_train_like_one)."""
   from conftest import tiny_config
-  from jaxdiff import train, unet_ensemble
-  from jaxdiff.writers import read_metrics
+  from jaxdiff import experiments
+  from jaxdiff.io.writers import read_metrics
+  from jaxdiff.train.steps import log_spaced_milestones
 
   cfg = tiny_config(**{'data.cache_dir': cache_dir, 'ensemble.n': (4, 8), 'model.dropout': 0.1,
                        'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05, 'optimizer.momentum': 0.9,
                        'optimizer.ema_decay': 0.9, 'train.batch_size': 4, 'train.num_milestones': 3,
                        'eval.features': '', 'seed': 3})
   workdir = str(tmp_path / 'ens')
-  summary = unet_ensemble.run(cfg, workdir)
-  members = unet_ensemble.members_of(cfg)
+  summary = experiments.train(cfg, workdir).summary
+  unet = experiments.get('ddpm')
+  members = unet.members(cfg)
   assert [(m['n'], m['seed']) for m in summary['members']] == [(4, 3), (8, 3)] == [(m.n, m.seed) for m in members]
-  milestones = list(train.log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones))
+  milestones = list(log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones))
   for m in members:
     mdir = os.path.join(workdir, m.name)
     assert [r['step'] for r in read_metrics(mdir) if 'f_mem' in r] == milestones
@@ -140,7 +142,7 @@ def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
     assert os.path.getsize(os.path.join(mdir, 'neighbours.png')) > 1000
 
   solo_dir = str(tmp_path / 'solo')
-  train.train_and_evaluate(unet_ensemble.member_config(cfg, members[0]), solo_dir)
+  experiments.train(unet.member_config(cfg, members[0]), solo_dir)
   rows, solo = read_metrics(os.path.join(workdir, members[0].name)), read_metrics(solo_dir)
   losses = [(r['step'], r['train_loss']) for r in rows if 'train_loss' in r]
   solo_losses = [(r['step'], r['train_loss']) for r in solo if 'train_loss' in r]

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import run_python, tiny_config
-from jaxdiff import evaluate, train
-from jaxdiff.families import build_family
-from jaxdiff.writers import read_metrics
+from flax import nnx
+
+from jaxdiff import evaluators, experiments
+from jaxdiff.evaluators.quality import reference_blocks
+from jaxdiff.experiments.unet import DDPM
+from jaxdiff.io.writers import read_metrics
+from jaxdiff.train.steps import log_spaced_milestones
+
+UNET = experiments.get('ddpm')
 
 EVAL_KEYS = {'f_mem', 'f_mem_lo', 'f_mem_hi', 'loss_train_t', 'loss_test_t', 'fd_random_projection',
              'kid_random_projection', 'sw_random_projection'}
@@ -23,14 +29,14 @@ def run_dir(tmp_path_factory):
   """One tiny run with evaluation at its 5 milestones, shared by the tests below."""
   workdir = str(tmp_path_factory.mktemp('run'))
   cfg = tiny_config(**{'data.cache_dir': str(tmp_path_factory.getbasetemp() / 'data-cache')})
-  train.train_and_evaluate(cfg, workdir)
+  experiments.train(cfg, workdir)
   return cfg, workdir
 
 
 def test_run_writes_eval_rows_figures_and_summary(run_dir):
   cfg, workdir = run_dir
   rows = [r for r in read_metrics(workdir) if 'f_mem' in r]
-  milestones = train.log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones)
+  milestones = log_spaced_milestones(cfg.train.num_steps, cfg.train.num_milestones)
   assert [r['step'] for r in rows] == list(milestones)
   for r in rows:
     assert EVAL_KEYS <= set(r), set(r)
@@ -43,8 +49,7 @@ def test_run_writes_eval_rows_figures_and_summary(run_dir):
   assert summary['final']['f_mem'] == rows[-1]['f_mem']
   assert summary['n'] == cfg.data.n and summary['num_milestones'] == len(milestones)
   # The parameter count (the analysis's p of the (n, p) phase diagram), from the network's abstract shapes.
-  from flax import nnx
-  abstract = nnx.eval_shape(lambda: build_family(cfg, (8, 8, 1)).init(jax.random.PRNGKey(0)))
+  abstract = nnx.eval_shape(lambda: DDPM(cfg, (8, 8, 1)).init(jax.random.key(0)))
   assert summary['num_params'] == sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
   assert summary['optimizer'] == cfg.optimizer.name
   for name in ('samples.png', 'neighbours.png'):
@@ -54,7 +59,7 @@ def test_run_writes_eval_rows_figures_and_summary(run_dir):
 def test_eval_mode_reproduces_the_training_rows(run_dir, tmp_path):
   cfg, workdir = run_dir
   out = str(tmp_path / 'eval')
-  summary = train.evaluate_checkpoints(cfg, workdir, out)
+  summary = experiments.evaluate(cfg, workdir, out)
   during = {r['step']: r for r in read_metrics(workdir) if 'f_mem' in r}
   after = {r['step']: r for r in read_metrics(out)}
   assert set(after) == set(during)  # every milestone checkpoint was kept and evaluated
@@ -63,7 +68,16 @@ def test_eval_mode_reproduces_the_training_rows(run_dir, tmp_path):
       assert r[k] == pytest.approx(during[step][k], rel=1e-5, abs=1e-7), (step, k)
   assert summary['tau_gen'] == json.load(open(os.path.join(workdir, 'summary.json')))['tau_gen']
   with pytest.raises(ValueError, match='no checkpoint for steps'):
-    train.evaluate_checkpoints(cfg, workdir, out, steps=[7])
+    UNET.evaluate(cfg, workdir, out, steps=[7])
+
+
+def _untrained(cfg):
+  """(mesh, images, family, graphdef, params) of a freshly initialized U-Net of cfg."""
+  mesh = UNET.prepare(cfg)
+  images = UNET.load_data(cfg)
+  family = UNET.build_family(cfg, images)
+  graphdef, params = nnx.split(family.init(jax.random.key(0)), nnx.Param)
+  return mesh, images, family, graphdef, params
 
 
 class _Replay:
@@ -71,7 +85,7 @@ class _Replay:
 
   def __init__(self, family, images):
     self.family, self.images = family, jnp.asarray(images)
-    self.schedule = family.schedule
+    self.loss_time = family.loss_time
 
   def sample(self, model, key, num, y=None):
     idx = jax.random.choice(key, self.images.shape[0], (num,), replace=self.images.shape[0] < num)
@@ -85,12 +99,10 @@ class _Replay:
 def test_copies_of_training_images_are_memorized_and_held_out_images_are_not(source, cache_dir):
   cfg = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 64, 'eval.num_samples': 32,
                        'eval.sample_batch_size': 16, 'eval.grid_samples': 32})
-  mesh, images = train.prepare(cfg)
-  family = build_family(cfg, images.train.shape[1:], images.value_range)
-  graphdef, state = train.create_train_state(family, train.make_optimizer(cfg.optimizer), 0, False)
+  mesh, images, family, graphdef, params = _untrained(cfg)
   replay = _Replay(family, images.train if source == 'train' else images.test[32:])
-  ev = evaluate.Evaluator(cfg, replay, graphdef, images, mesh)
-  scalars, figs = ev.evaluate(state.params, 10)
+  ev = evaluators.Evaluation(cfg, replay, graphdef, images, mesh)
+  scalars, figs = ev.evaluate(params, 10)
   # The decisions are those of a float64 brute-force search over the samples the evaluator drew.
   x = figs['samples'].reshape(32, -1).astype(np.float64)
   y = images.to_pixels(images.train).reshape(16, -1).astype(np.float64)
@@ -112,11 +124,9 @@ def test_quality_is_averaged_over_disjoint_reference_sets(cache_dir):
   cfg = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 96, 'eval.num_samples': 32,
                        'eval.sample_batch_size': 32, 'eval.grid_samples': 32, 'eval.num_reference': 30,
                        'eval.num_reference_sets': 3})
-  mesh, images = train.prepare(cfg)
-  family = build_family(cfg, images.train.shape[1:], images.value_range)
-  graphdef, state = train.create_train_state(family, train.make_optimizer(cfg.optimizer), 0, False)
-  ev = evaluate.Evaluator(cfg, _Replay(family, images.test[90:]), graphdef, images, mesh)
-  scalars, figs = ev.evaluate(state.params, 3)
+  mesh, images, family, graphdef, params = _untrained(cfg)
+  ev = evaluators.Evaluation(cfg, _Replay(family, images.test[90:]), graphdef, images, mesh)
+  scalars, figs = ev.evaluate(params, 3)
   extract = quality.feature_extractor(cfg.eval.features)
   gen = np.asarray(extract(jnp.asarray(figs['samples'])), np.float64)
   fds = []
@@ -130,7 +140,7 @@ def test_quality_is_averaged_over_disjoint_reference_sets(cache_dir):
   assert scalars['fd_random_projection'] == pytest.approx(np.mean(fds), rel=1e-3)
   assert scalars['fd_random_projection_set_std'] == pytest.approx(np.std(fds, ddof=1), rel=1e-2)
   assert {'kid_random_projection_set_std', 'sw_random_projection_set_std'} <= set(scalars)
-  assert [(b.start, b.stop) for b in evaluate.reference_blocks(96, 0, 3)] == [(0, 32), (32, 64), (64, 96)]
+  assert [(b.start, b.stop) for b in reference_blocks(96, 0, 3)] == [(0, 32), (32, 64), (64, 96)]
   bad = tiny_config(**{'data.n_test': 96, 'eval.num_reference': 40, 'eval.num_reference_sets': 3})
   with pytest.raises(ValueError, match="'eval.num_reference'.*n_test >= 120"):
     config_lib.validate(bad, num_devices=1)
@@ -141,14 +151,14 @@ def test_evaluation_is_the_same_on_eight_devices(run_dir):
   cfg, workdir = run_dir
   code = f'''
 import json, jax
-from jaxdiff import config as config_lib, train
-from jaxdiff.writers import read_metrics
+from jaxdiff import experiments
+from jaxdiff.io.writers import read_metrics
 import ml_collections
 cfg = ml_collections.ConfigDict(json.load(open({os.path.join(workdir, 'config.json')!r})))
 cfg.model.channel_mult = tuple(cfg.model.channel_mult)
 cfg.model.attention_resolutions = tuple(cfg.model.attention_resolutions)
 assert jax.device_count() == 8
-train.evaluate_checkpoints(cfg, {workdir!r}, {workdir + '/eval8'!r}, steps=[{cfg.train.num_steps}])
+experiments.get('ddpm').evaluate(cfg, {workdir!r}, {workdir + '/eval8'!r}, steps=[{cfg.train.num_steps}])
 print(json.dumps(read_metrics({workdir + '/eval8'!r})[-1]))
 '''
   proc = run_python(code, devices=8)

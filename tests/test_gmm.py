@@ -12,7 +12,9 @@ from flax import nnx
 
 from conftest import tiny_gmm_config
 from jaxdiff import config as config_lib
-from jaxdiff import gmm
+from jaxdiff import experiments
+from jaxdiff.diffusion import ou
+from jaxdiff.experiments import gmm
 from jaxdiff.models import mlp
 
 
@@ -45,7 +47,7 @@ def test_samplers_with_the_exact_score_reproduce_the_mixture_and_kl_is_near_zero
   mu = p.mu
   exact = lambda x, t, y=None: gmm.score(x, t[0], mu, y)  # noqa: E731
   key = jax.random.PRNGKey(1)
-  xs = jax.jit(lambda k: gmm.euler_maruyama(exact, jax.random.normal(k, (3000, 4)), k, p.time_grid(200)))(key)
+  xs = jax.jit(lambda k: ou.euler_maruyama(exact, jax.random.normal(k, (3000, 4)), k, p.time_grid(200)))(key)
   # E|x|^2 = d + |mu|^2 and the two components are equally likely.
   assert abs(float(jnp.mean(jnp.sum(xs ** 2, 1))) - (4 + 4 * 1.5 ** 2)) < 0.5
   assert abs(float(jnp.mean(xs @ mu > 0)) - 0.5) < 0.04
@@ -62,7 +64,7 @@ def test_kl_is_large_for_the_empirical_score_that_copies_training_points():
 
   def empirical(x, t, y=None):   # grad log of (1/n) sum_nu N(e^-t x_nu, Delta_t I)
     m = jnp.exp(-t)[:, None, None] * pts[None]
-    dl = gmm.delta(t)[:, None]
+    dl = ou.delta(t)[:, None]
     w = jax.nn.softmax(-jnp.sum((x[:, None] - m) ** 2, -1) / (2 * dl), axis=1)
     return (jnp.sum(w[..., None] * m, 1) - x) / dl
 
@@ -109,16 +111,18 @@ def test_ensemble_member_matches_the_solo_run_of_its_config():
 
 
 def _rows(workdir, member):
+  """A member's metrics rows without the timing columns."""
   rows = [json.loads(line) for line in open(os.path.join(workdir, member, 'metrics.jsonl'))]
-  return [{k: v for k, v in r.items() if k != 'steps_per_sec'} for r in rows]
+  timing = {'steps_per_sec', 'images_per_sec', 'elapsed_sec'}
+  return [{k: v for k, v in r.items() if k not in timing} for r in rows]
 
 
 def test_run_writes_metrics_and_summaries_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
   config = tiny_gmm_config()
   workdir, fresh = str(tmp_path / 'run'), str(tmp_path / 'fresh')
-  assert gmm.run(config, workdir, stop_at_step=20) == {}      # interrupted: a checkpoint, no summary
+  assert experiments.train(config, workdir, stop_at_step=20).summary == {}   # interrupted: no summary
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
-  summary = gmm.run(config, workdir)
+  summary = experiments.train(config, workdir).summary
   assert [m['n'] for m in summary['members']] == [8, 16]
   for m in summary['members']:
     mdir = os.path.join(workdir, m['member'])
@@ -131,7 +135,7 @@ def test_run_writes_metrics_and_summaries_and_a_resumed_run_equals_an_uninterrup
     assert s['num_params'] == gmm.parameter_count(gmm.problem_from_config(config))
     solo = json.load(open(os.path.join(mdir, 'config.json')))
     assert solo['gmm']['n'] == [m['n']] and solo['seed'] == m['seed']
-  gmm.run(config, fresh)
+  experiments.train(config, fresh)
   for member in ('n8_seed0', 'n16_seed0'):
     assert _rows(workdir, member) == _rows(fresh, member)
 
@@ -146,7 +150,7 @@ def test_conditional_model_drops_labels_in_training_and_guides_in_sampling():
   guided = p.guided_eps(params, x, t, y)
   np.testing.assert_allclose(guided, 3.0 * p.eps(params, x, t, y) - 2.0 * p.eps(params, x, t, null), atol=1e-6)
   assert not np.allclose(p.eps(params, x, t, y), p.eps(params, x, t, null))
-  np.testing.assert_allclose(p.model_score(params, x, t, y), -guided / np.sqrt(gmm.delta(t))[:, None], rtol=1e-6)
+  np.testing.assert_allclose(p.model_score(params, x, t, y), -guided / np.sqrt(ou.delta(t))[:, None], rtol=1e-6)
   # Training: with dropout 0.5 the loss differs from the loss of the same draws with dropout 0.
   batch = {'x': jnp.ones((16, 3)), 'y': jnp.zeros((16,), jnp.int32)}
   w = jnp.ones((16,))
@@ -176,7 +180,7 @@ def test_cpu_sweep_tau_mem_grows_linearly_with_n(tmp_path):
   config = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                                  'configs', 'gmm_mlp.py')).get_config('cpu')
   config.gmm.analysis = False
-  summary = gmm.run(config, str(tmp_path / 'gmm_cpu'))
+  summary = experiments.train(config, str(tmp_path / 'gmm_cpu')).summary
   taus = {m['n']: m['tau_mem_fmem'] for m in summary['members']}
   assert all(t is not None for t in taus.values()), taus
   assert taus[32] < taus[64] < taus[128] < taus[256], taus

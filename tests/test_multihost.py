@@ -15,8 +15,7 @@ from conftest import ROOT, run_python, xla_flags
 RUN = '''
 import json, sys, numpy as np, jax
 sys.path.insert(0, {tests!r})
-from jaxdiff import distributed, train
-from jaxdiff.writers import read_metrics
+from jaxdiff import distributed, experiments
 from conftest import tiny_config
 if {coordinator!r}:
   distributed.initialize({coordinator!r}, 2, {process_id})
@@ -24,7 +23,7 @@ assert jax.device_count() == 2, jax.devices()
 cfg = tiny_config(**{{'data.cache_dir': {cache!r}, 'train.batch_size': 4, 'train.num_steps': 16,
                      'train.num_milestones': 3, 'eval.num_samples': 8, 'eval.features': '',
                      'model.channel_mult': (1,), 'model.attention_resolutions': ()}})
-state = train.train_and_evaluate(cfg, {workdir!r})
+state = experiments.train(cfg, {workdir!r}).state
 params = distributed.fetch(state.params)
 if jax.process_index() == 0:
   np.savez({workdir!r} + '/params.npz', *[np.asarray(x) for x in jax.tree.leaves(params)])
@@ -103,11 +102,13 @@ def test_distributed_start_up_modes(monkeypatch):
 
 
 def test_a_gs_workdir_gets_whole_file_writes(tmp_path, monkeypatch):
-  """Metrics, summaries, config and figures go to object-store workdirs (gs://) without append or rename:
-  under a mocked gs:// file system, the files equal those of a local workdir."""
+  """Metrics, summaries, config and figures go to object-store workdirs (gs://) without append or rename, for
+  a run and for an ensemble member's subdirectory alike (everything writes through RunDir): under a mocked
+  gs:// file system, the files equal those of a local workdir."""
   from etils.epath import testing as epath_testing
-  from jaxdiff import evaluate, figures, paths
-  from jaxdiff.writers import MetricWriter, read_metrics
+  from conftest import tiny_config
+  from jaxdiff.io import figures
+  from jaxdiff.io.rundir import RunDir
 
   bucket = tmp_path / 'bucket'
   modes = []
@@ -127,17 +128,24 @@ def test_a_gs_workdir_gets_whole_file_writes(tmp_path, monkeypatch):
       mkdir=lambda _, p, *a, **k: os.makedirs(local(p), exist_ok=True),
       makedirs=lambda _, p, *a, **k: os.makedirs(local(p), exist_ok=True)):
     for workdir in ('gs://b/run', str(tmp_path / 'local')):
-      w = MetricWriter(workdir, tensorboard=False)
-      for step in (1, 2, 3):
-        w.write_scalars(step, {'loss': 1.0 / step})
-      w.close()
-      w = MetricWriter(workdir, resume_step=2, tensorboard=False)   # a resumed run drops the rows after 2
-      w.write_scalars(3, {'loss': 0.25})
-      paths.write_text(os.path.join(workdir, 'summary.json'), '{"tau_gen": 1}')
-      figures.save_image_grid(np.zeros((4, 8, 8, 1)), os.path.join(workdir, 'samples.png'))
-    assert read_metrics('gs://b/run') == read_metrics(str(tmp_path / 'local'))
-    assert [r['step'] for r in read_metrics('gs://b/run')] == [1, 2, 3]
-  for name in ('metrics.jsonl', 'summary.json', 'samples.png'):
-    assert (bucket / 'b' / 'run' / name).read_bytes() == (tmp_path / 'local' / name).read_bytes(), name
+      run = RunDir(workdir, primary=True)
+      for rundir in (run, run.member('n8_seed0')):
+        w = rundir.metrics_writer(tensorboard=False)
+        for step in (1, 2, 3):
+          w.write_scalars(step, {'loss': 1.0 / step})
+        w.close()
+        w = rundir.metrics_writer(resume_step=2, tensorboard=False)   # a resumed run drops the rows after 2
+        w.write_scalars(3, {'loss': 0.25})
+        rundir.write_summary({'tau_gen': 1.0, 'tau_mem_fmem': float('nan')})
+        rundir.write_config(tiny_config())
+        figures.save_image_grid(np.zeros((4, 8, 8, 1)), rundir.file('samples.png'))
+    for member in ('', 'n8_seed0'):
+      gs, here = RunDir('gs://b/run').member(member), RunDir(str(tmp_path / 'local')).member(member)
+      assert gs.read_metrics() == here.read_metrics()
+      assert [r['step'] for r in gs.read_metrics()] == [1, 2, 3]
+      assert gs.read_summary() == {'tau_gen': 1.0, 'tau_mem_fmem': None} and gs.finished
+  for name in ('metrics.jsonl', 'summary.json', 'config.json', 'samples.png'):
+    for member in ('', 'n8_seed0'):
+      a, b = bucket / 'b' / 'run' / member / name, tmp_path / 'local' / member / name
+      assert a.read_bytes() == b.read_bytes(), (member, name)
   assert modes and not any('a' in m for m in modes)
-  assert evaluate.SUMMARY_FILE == 'summary.json'

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from jaxdiff import gmm, sweep
+from jaxdiff import experiments, sweep
+from jaxdiff.io.checkpoints import Checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,9 +70,9 @@ def test_sweep_resumes_after_interruption_without_redoing_finished_points(config
   def interrupted(config, workdir):   # point 1 completes; point 2 is killed after 20 of 40 steps
     calls.append(os.path.basename(workdir))
     if len(calls) == 2:
-      gmm.run(config, workdir, stop_at_step=20)
+      experiments.train(config, workdir, stop_at_step=20)
       raise KeyboardInterrupt
-    return gmm.run(config, workdir)
+    return experiments.train(config, workdir)
 
   with pytest.raises(KeyboardInterrupt):
     sweep.run_local(base, points, run_fn=interrupted, log=lambda s: None)
@@ -84,9 +85,8 @@ def test_sweep_resumes_after_interruption_without_redoing_finished_points(config
 
   def resume(config, workdir):
     calls.append(os.path.basename(workdir))
-    from jaxdiff.checkpoint import Checkpoints
     resumed_from.append(Checkpoints(workdir).latest_step())
-    return gmm.run(config, workdir)
+    return experiments.train(config, workdir)
 
   results = sweep.run_local(base, points, run_fn=resume, log=lambda s: None)
   assert [r['status'] for r in results] == ['skipped', 'done']

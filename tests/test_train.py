@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_python, tiny_config, xla_flags
-from jaxdiff import train
-from jaxdiff.checkpoint import CheckpointError
-from jaxdiff.writers import read_metrics
+from jaxdiff import experiments
+from jaxdiff.io.checkpoints import CheckpointError
+from jaxdiff.io.writers import read_metrics
+from jaxdiff.train.steps import log_spaced_milestones
+
+
+def _train(config, workdir, **kw):
+  """Train through the experiment table (as `python -m jaxdiff.main`); returns the final TrainState."""
+  return experiments.train(config, workdir, **kw).state
 
 
 def _params(state):
@@ -36,7 +42,7 @@ def test_loss_of_tiny_model_on_four_images_falls(cfg, tmp_path):
   cfg.train.log_every = 50
   cfg.train.checkpoint_every = 1000
   cfg.train.num_milestones = 0
-  train.train_and_evaluate(cfg, str(tmp_path))
+  _train(cfg, str(tmp_path))
   rows = [r for r in read_metrics(str(tmp_path)) if 'train_loss' in r]
   assert [r['step'] for r in rows] == [50, 100, 150, 200, 250, 300]
   assert rows[-1]['train_loss'] < 0.5 * rows[0]['train_loss'], rows
@@ -45,11 +51,11 @@ def test_loss_of_tiny_model_on_four_images_falls(cfg, tmp_path):
 
 
 def test_kill_and_resume_equals_uninterrupted_run(cfg, tmp_path):
-  full = train.train_and_evaluate(cfg, str(tmp_path / 'full'))
+  full = _train(cfg, str(tmp_path / 'full'))
   # Interrupted at a step that is neither a log step nor a chunk boundary of the full run.
-  part = train.train_and_evaluate(cfg, str(tmp_path / 'resumed'), stop_at_step=13)
+  part = _train(cfg, str(tmp_path / 'resumed'), stop_at_step=13)
   assert int(part.step) == 13
-  resumed = train.train_and_evaluate(cfg, str(tmp_path / 'resumed'))
+  resumed = _train(cfg, str(tmp_path / 'resumed'))
   assert int(resumed.step) == int(full.step) == cfg.train.num_steps
   _assert_same(full, resumed)
   for a, b in zip(jax.tree.leaves(full.opt_state), jax.tree.leaves(resumed.opt_state), strict=True):
@@ -63,7 +69,7 @@ def test_kill_and_resume_equals_uninterrupted_run(cfg, tmp_path):
   assert [r['step'] for r in strip('full') if 'train_loss' in r] == [10, 20, 30, 40]
   # Milestone checkpoints are kept, plus the latest.
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'full' / 'checkpoints') if d.isdigit())
-  assert steps == sorted(set(train.log_spaced_milestones(40, 5).tolist()) | {40})
+  assert steps == sorted(set(log_spaced_milestones(40, 5).tolist()) | {40})
 
 
 def test_host_and_device_loops_train_alike(cfg, tmp_path):
@@ -75,9 +81,9 @@ def test_host_and_device_loops_train_alike(cfg, tmp_path):
   cfg.optimizer.name = 'sgd'
   cfg.optimizer.learning_rate = 0.05
   cfg.train.loop = 'host'
-  host = train.train_and_evaluate(cfg, str(tmp_path / 'host'), stop_at_step=16)
+  host = _train(cfg, str(tmp_path / 'host'), stop_at_step=16)
   cfg.train.loop = 'device'
-  device = train.train_and_evaluate(cfg, str(tmp_path / 'device'), stop_at_step=16)
+  device = _train(cfg, str(tmp_path / 'device'), stop_at_step=16)
   for x, y in zip(_params(host), _params(device), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
   assert int(host.step) == int(device.step) == 16
@@ -85,18 +91,18 @@ def test_host_and_device_loops_train_alike(cfg, tmp_path):
 
 def test_resume_refuses_a_different_model_and_reports_a_corrupt_checkpoint(cfg, tmp_path):
   cfg.eval.enabled = False   # checkpoints only
-  train.train_and_evaluate(cfg, str(tmp_path), stop_at_step=8)
+  _train(cfg, str(tmp_path), stop_at_step=8)
   wider = ml_collections.ConfigDict(cfg.to_dict())
   wider.model.width = 16
   with pytest.raises(CheckpointError, match=r'model.width: checkpoint 8, config 16'):
-    train.train_and_evaluate(wider, str(tmp_path))
+    _train(wider, str(tmp_path))
   ckpt = tmp_path / 'checkpoints' / '8' / 'state'
   for root, _, files in os.walk(ckpt):
     for f in files:
       with open(os.path.join(root, f), 'wb') as fh:
         fh.write(b'garbage')
   with pytest.raises(CheckpointError, match='checkpoint step 8'):
-    train.train_and_evaluate(cfg, str(tmp_path))
+    _train(cfg, str(tmp_path))
 
 
 def test_sigterm_saves_and_resume_finishes_and_tensorflow_is_optional(cfg, tmp_path):
@@ -107,9 +113,9 @@ def test_sigterm_saves_and_resume_finishes_and_tensorflow_is_optional(cfg, tmp_p
   cfg.train.checkpoint_every = 100_000
   code = ("import sys, ml_collections; from absl import logging; logging.set_verbosity('info');"
           "sys.modules['tensorflow'] = None;"
-          "from jaxdiff import train, writers; assert not writers.tensorflow_available();"
+          "from jaxdiff import experiments; from jaxdiff.io import writers; assert not writers.tensorflow_available();"
           f"c = ml_collections.ConfigDict({cfg.to_dict()!r});"
-          f"s = train.train_and_evaluate(c, {str(tmp_path)!r}); print('STOPPED_AT', int(s.step));"
+          f"s = experiments.train(c, {str(tmp_path)!r}).state; print('STOPPED_AT', int(s.step));"
           "print('TF_IMPORTED', sys.modules.get('tensorflow') is not None)")
   env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -129,7 +135,7 @@ def test_sigterm_saves_and_resume_finishes_and_tensorflow_is_optional(cfg, tmp_p
   saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert saved[-1] == stopped
   cfg.train.num_steps = stopped + 16
-  state = train.train_and_evaluate(cfg, str(tmp_path))
+  state = _train(cfg, str(tmp_path))
   assert int(state.step) == stopped + 16
 
 
@@ -138,22 +144,20 @@ def test_eight_devices_train_like_one(cache_dir):
   code = f"""
 import jax, numpy as np, tempfile
 from conftest import tiny_config
-from jaxdiff import train
+from jaxdiff import experiments
 assert jax.device_count() == 8
 out = []
 for n_dev in (1, 8):
   c = tiny_config(**{{'data.n': 16, 'train.batch_size': 8, 'mesh.data': n_dev, 'train.num_steps': 13,
                      'data.cache_dir': {cache_dir!r}, 'model.dropout': 0.1, 'eval.enabled': False,
                      'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05}})
-  s = train.train_and_evaluate(c, tempfile.mkdtemp(), stop_at_step=12)   # stopped: no final sample grid
+  s = experiments.train(c, tempfile.mkdtemp(), stop_at_step=12).state   # stopped: no final sample grid
   leaf = jax.tree.leaves(s.params)[0]
   assert len(leaf.sharding.device_set) == n_dev
   out.append([np.asarray(x) for x in jax.tree.leaves(s.params)])
 # SGD keeps float reduction-order differences at rounding level (Adam's normalisation would amplify the
 # differences of near-zero gradients); the moved distance shows the comparison is not vacuous.
-init = [np.asarray(x) for x in jax.tree.leaves(train.create_train_state(
-    __import__('jaxdiff.families', fromlist=['x']).build_family(c, (8, 8, 1)), train.make_optimizer(c.optimizer),
-    c.seed, False)[1].params)]
+init = [np.asarray(x) for x in jax.tree.leaves(experiments.train(c, tempfile.mkdtemp(), stop_at_step=0).state.params)]
 moved = max(float(np.abs(a - b).max()) for a, b in zip(out[0], init))
 assert moved > 1e-3, moved
 worst = max(float(np.abs(a - b).max()) for a, b in zip(*out))

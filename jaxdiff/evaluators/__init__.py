@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jaxdiff import distributed, sharding
+from jaxdiff.io import figures
 
 # name -> the module defining `Evaluator` (or a factory: Context -> Evaluator).
 _REGISTRY: dict[str, str | Callable[..., Any]] = {
@@ -155,7 +156,6 @@ class Evaluation:
 def write_figures(rundir, step: int, figs: dict[str, np.ndarray]) -> list[str]:
   """samples.png (a grid) and neighbours.png (samples above their nearest training images, with d1/d2) for
   image samples ([N, H, W, C]); nothing for other data."""
-  from jaxdiff.io import figures  # pylint: disable=g-import-not-at-top  (matplotlib: only when drawing)
   if 'samples' not in figs or figs['samples'].ndim != 4:
     return []
   out = [figures.save_image_grid(figs['samples'], rundir.file('samples.png'),

@@ -32,6 +32,7 @@ from flax import nnx
 
 from jaxdiff import config as config_lib
 from jaxdiff import distributed, evaluators, sharding, timescales
+from jaxdiff.io import figures
 from jaxdiff.io.rundir import RunDir
 from jaxdiff.train import loop
 from jaxdiff.train.loop import Member
@@ -210,7 +211,6 @@ class NetworkTrainer:
 
   def _sample_grid(self, rundir: RunDir) -> None:
     """samples.png of each member for runs without evaluation."""
-    from jaxdiff.io import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
     num = self.config.eval.grid_samples
     for i, m in enumerate(self.members):
       family = self.families[self._data_key(m)]

@@ -66,8 +66,8 @@ from jaxdiff.train.steps import (LossFn, init_state, make_optimizer, make_train_
 NULL_LABEL = 2   # classifier-free guidance: the "no label" token (labels 0 and 1 are the components)
 TIME_CODE_SCALE = 1000.0
 QUALITY_KEYS = {'kl': 'kl', 'sw': 'sw', 'score_err': 'score_err'}   # gmm.quality -> metrics.jsonl key
-GMM_T_SAMPLING = ('log_uniform', 'uniform')
-GMM_SPACINGS = ('log', 'linear')
+GMM_T_SAMPLING = ou.DISTRIBUTIONS
+GMM_SPACINGS = ou.SPACINGS
 GMM_QUALITY = tuple(QUALITY_KEYS)
 
 

@@ -150,7 +150,7 @@ class BasicConv2d(nnx.Module):
                rngs: nnx.Rngs):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    # Placeholders made in NumPy: jnp would compile one fill per distinct shape (~3 s for the network).
+    # Placeholders made in NumPy: jnp would compile one fill per distinct shape (seconds for the network).
     conv_init = dict(kernel_init=_numpy_fill(0.0)) if zero_init else {}
     bn_init = dict(scale_init=_numpy_fill(1.0), bias_init=_numpy_fill(0.0)) if zero_init else {}
     self.conv = nnx.Conv(in_ch, out_ch, (kh, kw), strides=(stride, stride), padding=((ph, ph), (pw, pw)),
@@ -329,7 +329,7 @@ def _zero_split(precision: Any) -> tuple[nnx.GraphDef, nnx.State]:
 
 
 def inception_skeleton(precision: Any = None) -> InceptionV3:
-  """A zero-weight InceptionV3 to fill with a state dict; built once per process (~2 s), then copied.
+  """A zero-weight InceptionV3 to fill with a state dict; built once per process (it takes seconds), then copied.
 
   (Not nnx.eval_shape: tracing 470 variable creations is slower than making them.)
   """

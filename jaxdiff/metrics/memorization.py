@@ -30,8 +30,8 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxdiff.sharding import DATA
 
-# Defaults; with them the whole metric costs ~1.4-1.5x a bare [10000, 1024] x [1024, 32768] float32
-# product on an H200 (bench/memorization_bench.py).
+# Defaults, chosen with bench/memorization_bench.py so that the whole metric costs little more than the bare
+# [M, D] x [D, N] product (measured ratios: bench/README.md).
 CHUNK_SIZE = 32768     # training images per matmul: memory ~ M * CHUNK_SIZE floats
 NUM_CANDIDATES = 8     # fast-pass candidates re-ranked exactly
 GROUP_SIZE = 64        # two-level selection (see _fast_candidates)
@@ -287,7 +287,7 @@ def f_mem_bootstrap(memorized: jax.Array, key: jax.Array, num_resamples: int = 1
 
   Two samplers of the same bootstrap distribution:
   - 'resample' (default): each resample gathers M flags drawn with replacement; num_resamples * M draws
-    (~0.2 ms for 10,000 samples on an H200, ~1 s on a 2-core CPU).
+    (fast on accelerators, slower on CPUs: bench/README.md).
   - 'binomial': a resample of M flags holds Binomial(M, f_mem) memorized ones, so each bootstrap mean is
     drawn as a binomial count / M; O(num_resamples) cost and memory, for very large M on CPUs (its
     rejection sampler takes a few seconds to compile).

@@ -1,22 +1,18 @@
 """Kernels for XLA:CPU: attention computed in a form XLA:CPU runs fast, and the compile options it needs.
 
-Measured on the 2-core CPU (AMD EPYC, AVX2, jax 0.10.2) in the paper-1 U-Net's shapes, batch 64:
-- jaxlib 0.10 routes XLA:CPU convolutions to YNNPACK by default, which is slow there: a 3x3 convolution
-  64 -> 64 channels at 32x32 takes 96 ms forward, 87 ms for the input gradient and 1521 ms for the kernel
-  gradient; with YNNPACK kept off convolutions (`xla_cpu_experimental_ynn_fusion_type`, XLA's own Eigen
-  convolutions) 45 ms, 37 ms and 74 ms (PyTorch 2.13's oneDNN on the same CPU: 67 ms forward, 118 ms for
-  both gradients). `compiler_options` gives that option to the jitted train steps, samplers and evaluators
-  (per compilation, not process-wide); one paper-1 Adam step at W = 32 went from 6.0 s to 4.7 s.
+Why each piece exists (timings on a 2-core CPU: bench/README.md, "CPU kernels"):
+- jaxlib 0.10 routes XLA:CPU convolutions to YNNPACK by default, which is slow there, the kernel gradient
+  most of all. With YNNPACK kept off convolutions (`xla_cpu_experimental_ynn_fusion_type`) they run in
+  XLA's own Eigen kernels, at about PyTorch's (oneDNN) speed. `compiler_options` gives that option to the
+  jitted train steps, samplers and evaluators (per compilation, not process-wide).
 - XLA:CPU rewrites convolutions into the form its Eigen kernels take only in a program's entry computation:
-  inside a while loop (the device train loop, `lax.fori_loop`) the kernel gradient JAX emits ran as a naive
-  loop nest (24 s instead of 0.12 s in the shape above; the device loop took ~9 s per W = 8 Adam step against
-  1.3 s for the host loop). `canonical_conv` writes both gradients in that form itself.
+  inside a while loop (the device train loop, `lax.fori_loop`) the kernel gradient JAX emits runs as a naive
+  loop nest, orders of magnitude slower. `canonical_conv` writes both gradients in that form itself.
 - `vmap` over both operands of a convolution (an ensemble of U-Nets) makes one grouped convolution, which
-  XLA:CPU runs 2-3x slower than the members' convolutions one by one; on one device `canonical_conv` maps
-  over the members (ensemble of 4 W = 8 U-Nets: 0.61 -> 0.35 s per step).
-- self-attention over 16x16 positions, 4 heads of 4 channels, forward + backward: 322 ms with
-  `nnx.dot_product_attention`, 100 ms with `per_example_attention` (the [heads, L, L] scores of one example
-  stay in cache instead of streaming the [B, heads, L, L] tensor through memory several times).
+  XLA:CPU runs slower than the members' convolutions one by one; on one device `canonical_conv` maps over
+  the members.
+- self-attention at 16x16 positions: `per_example_attention` keeps the [heads, L, L] scores of one example
+  in cache instead of streaming the [B, heads, L, L] tensor through memory several times.
 
 `attention_function(kind)` gives `nnx.MultiHeadAttention` its attention: 'xla' Flax's default, 'cpu' the
 per-example one; `conv_function(kind)` gives `nnx.Conv` its convolution ('cpu': `canonical_conv`);
@@ -72,12 +68,11 @@ def _conv(x, w, strides, padding, lhs_dilation=None, rhs_dilation=None, precisio
 @functools.cache
 def _member_conv(strides, pads, lhs_dilation=None, rhs_dilation=None, precision=None):
   """`_conv` with these settings, as a function of (x, w) whose `vmap` over both operands (an ensemble of
-  models, jaxdiff/unet_ensemble.py) maps over the members instead of making one grouped convolution: XLA:CPU
-  runs grouped convolutions 2-3x slower than the members' convolutions one after another (E = 4 members,
-  batch 32, 16x16, 8 channels, forward: 5.7-7.1 ms grouped, 2.5-2.8 ms mapped; with both gradients 14 ms
-  grouped, 10 ms mapped). Writing the members out one by one (no loop) ran the same in a U-Net ensemble's
-  step (16.9 vs 16.5 s for 40 steps) and makes the program E times larger, so the members are mapped. Only
-  on one device: see `_rule`."""
+  models, jaxdiff/experiments/base.py) maps over the members instead of making one grouped convolution:
+  XLA:CPU runs grouped convolutions slower than the members' convolutions one after another
+  (bench/README.md, "CPU kernels"). Writing the members out one by one (no loop) ran no faster in a U-Net
+  ensemble's step and makes the program E times larger, so the members are mapped. Only on one device: see
+  `_rule`."""
 
   def plain(x, w):
     return _conv(x, w, strides, pads, lhs_dilation, rhs_dilation, precision)
@@ -142,8 +137,8 @@ def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
 
   XLA:CPU rewrites convolutions into the form its fast (Eigen) kernels take only in a program's entry
   computation; inside a while loop's body (`lax.fori_loop`/`lax.scan`: the device train loop) the kernel
-  gradient JAX emits stays a naive loop nest: 24 s instead of 0.12 s for a 3x3 64 -> 64 kernel gradient at
-  32x32, batch 64, and the input gradient takes 2.3x as long. Here both gradients are written in the
+  gradient JAX emits stays a naive loop nest, orders of magnitude slower, and the input gradient is slower
+  too (bench/README.md, "CPU kernels"). Here both gradients are written in the
   canonical form (NHWC input, HWIO kernel), so they run the same in and out of loops. Under `vmap` over both
   operands the members' convolutions run one by one (`_member_conv`). Plain 2-D NHWC/HWIO convolutions take
   this path; anything else (grouped, dilated, other layouts, shardings) goes to `lax`.
@@ -187,9 +182,8 @@ def conv_function(kind: str):
 
 
 # YNNPACK for dot fusions only, so convolutions go to Eigen (see the module docstring); jaxlib versions
-# without this option compile with their defaults. Measured per Adam step (W = 8 / 32): YNNPACK's default
-# fusions 1.42 / 5.97 s (with the custom kernel gradient this replaced), no YNNPACK at all 1.42 / 5.20 s,
-# dots only 1.32 / 4.73 s, dots as single ops 1.32 / 4.83 s, elementwise and reductions only 1.40 / 5.36 s.
+# without this option compile with their defaults. Of the settings tried, dots only gave the fastest Adam step
+# (bench/README.md, "CPU kernels").
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
 
 
