@@ -1,26 +1,20 @@
 """Vectorized ensemble vs one after another: E Gaussian-mixture MLPs (or small U-Nets) trained as one
-`vmap`ped step against the same E models trained solo, one after another (jaxdiff/ensemble.py, jaxdiff/gmm.py,
-jaxdiff/unet_ensemble.py).
+`vmap`ped step against the same E models trained solo, one after another (jaxdiff/train/steps.py,
+jaxdiff/experiments/gmm.py, jaxdiff/experiments/unet.py).
 
     python bench/ensemble_bench.py                       # E = 8: n in {64, 128, 256, 512} x 2 seeds, W = 128
     python bench/ensemble_bench.py --width=64 --batch=0 --steps=200   # full batch (members padded to max n)
     python bench/ensemble_bench.py --family=unet --n=8,16,32,64 --width=8 --batch=64 --steps=100
         # U-Nets of configs/quickstart.py (16x16 digits), --width as model.width
 
-Both sides run the same compiled chunk (`ensemble.make_train_chunk`, `--loop`, `--chunk` steps per call):
+Both sides run the same compiled chunk (`make_train_chunk`, `--loop`, `--chunk` steps per call):
 the ensemble with E members, each solo run with one. Compilation is excluded (one warm-up chunk each).
 Throughput is member-steps per second: E x steps / seconds for the ensemble, the same steps summed over the
 E solo runs. Target: >= 4x at E = 8.
 
-Measured (member-steps/s, vectorized vs one after another):
-- one H200, JAX 0.11.2: default 46,340 vs 5,404: 8.6x. Paper-size full batch (--n=512,1024,2048,4096
-  --batch=0 --width=256): 3,386 vs 2,450: 1.4x (compute-bound, and the padding to n = 4096 doubles the rows).
-- 2-core CPU, JAX 0.10.2: default 356 vs 328: 1.1x; --width=32 --batch=32: 1.2x; --width=64 --batch=0
-  --n=32,64,128,256: 0.7x. One small model already keeps both cores busy (XLA:CPU threads its matrix
-  products), so batching members gains only dispatch overhead there; the gain is on accelerators.
-  U-Nets (--family=unet --n=32,64 --seeds=2 --width=8 --batch=32): 1.16x (16.5 vs 19.2 s; solo runs vary by
-  ~20% between runs on that VM). The ensemble's step went from 0.61 to 0.35 s (same process, alternating)
-  when vmapped convolutions stopped being grouped ones (jaxdiff/models/kernels.py, `_member_conv`).
+Measured results: bench/README.md. The gain is on accelerators: on a CPU one small model already keeps the
+cores busy (XLA:CPU threads its matrix products), so batching members saves only dispatch overhead; at paper
+size (full batch, n up to 4096) the step is compute-bound and the padding to the largest n adds rows.
 """
 
 from __future__ import annotations
@@ -35,7 +29,8 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
 
 from jaxdiff import config as config_lib
-from jaxdiff import gmm, sharding, unet_ensemble
+from jaxdiff import experiments
+from jaxdiff.experiments import gmm
 
 
 def make_config(args, ns) -> config_lib.ml_collections.ConfigDict:
@@ -97,9 +92,10 @@ def main():
   config_lib.validate(config)
 
   if unet:
-    mesh = sharding.make_mesh(config.mesh)
-    vec = unet_ensemble.Trainer(config, mesh)
-    solo_trainer = lambda m: unet_ensemble.Trainer(_solo_unet_config(config, m), mesh)
+    experiment = experiments.get('ddpm')
+    mesh = experiment.prepare(config)
+    vec = experiment.trainer(config, mesh)
+    solo_trainer = lambda m: experiment.trainer(_solo_unet_config(experiment, config, m), mesh)
     params = vec.num_params
   else:
     vec = gmm.Trainer(config)
@@ -128,9 +124,9 @@ def main():
   print(f'  speedup: {vec_rate / seq_rate:.2f}x (target >= 4x)')
 
 
-def _solo_unet_config(config, m):
+def _solo_unet_config(experiment, config, m):
   """A one-member ensemble of member m: the solo run's model and data through the same code path."""
-  c = unet_ensemble.member_config(config, m)
+  c = experiment.member_config(config, m)
   c.ensemble.n = (m.n,)
   return c
 

@@ -1,7 +1,9 @@
 """Random-features model: the vectorized exact trainer against a plain gradient-descent loop, and the theory.
 
-    python bench/rf_bench.py                      # CPU default: d = 16, 2 seeds
-    python bench/rf_bench.py --d=100 --seeds=5    # the rf_timescales sweep at paper scale (GPU)
+    PYTHONPATH=. python bench/rf_bench.py                      # CPU default: d = 16, 2 seeds
+    PYTHONPATH=. python bench/rf_bench.py --d=100 --seeds=5    # the rf_timescales sweep at paper scale (GPU)
+
+(Run from the repository root; PYTHONPATH=. makes `configs` importable.)
 
 Prints, in one run:
 1. the wall time of the vectorized exact trainer for the rf_timescales sweep (psi_p = 64, psi_n in
@@ -26,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.rf_timescales import get_config
-from jaxdiff import random_features_run, theory
+from jaxdiff import theory
+from jaxdiff.experiments import random_features as rf_experiment
 from jaxdiff.models import random_features as rf
 
 
@@ -60,7 +63,7 @@ def main():
 
   # 1. The vectorized exact trainer.
   var = jnp.ones(d)
-  build = jax.jit(jax.vmap(functools.partial(random_features_run.build_problems, d=d, p=p, n_list=n_list,
+  build = jax.jit(jax.vmap(functools.partial(rf_experiment.build_problems, d=d, p=p, n_list=n_list,
                                              t=args.t, r=r, var_diag=var, x_train=None, x_test=None)))
   flatten = lambda probs: jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), probs)
   eigh = jax.jit(rf.eigh64)

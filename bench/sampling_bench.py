@@ -14,14 +14,16 @@ import argparse
 import os
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
 
-from jaxdiff import sharding, train  # pylint: disable=g-import-not-at-top
+from jaxdiff import evaluators, sharding  # pylint: disable=g-import-not-at-top
 from jaxdiff.config import default_config  # pylint: disable=g-import-not-at-top
-from jaxdiff.families import build_family  # pylint: disable=g-import-not-at-top
+from jaxdiff.experiments.unet import DDPM  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -42,16 +44,24 @@ def main():
     c.data.image_size = args.image_size
     c.diffusion.sample_steps = args.steps
     mesh = sharding.make_mesh(c.mesh)
-    family = build_family(c, (args.image_size, args.image_size, 1), (-0.5, 0.5))
-    graphdef, state = train.create_train_state(family, train.make_optimizer(c.optimizer), 0, ema=False)
+    # One batch per `generate` call (a multiple of the devices, as the evaluator's batches are); no evaluator
+    # (eval.metrics empty): only the sampler is compiled.
+    n_data = mesh.shape[sharding.DATA]
     batch = min(args.batch, args.num_samples)
-    sampler = train.make_sampler(family, graphdef, batch, mesh)
+    batch = max(n_data, batch - batch % n_data)
+    c.eval.num_samples = c.eval.sample_batch_size = batch
+    c.eval.metrics = ()
+    value_range = (-0.5, 0.5)
+    family = DDPM(c, (args.image_size, args.image_size, 1), value_range)
+    graphdef, params = nnx.split(family.init(jax.random.key(0)), nnx.Param)
+    data = types.SimpleNamespace(value_range=value_range, scale=value_range[1] - value_range[0])
+    sampler = evaluators.Evaluation(c, family, graphdef, data, mesh).generate
     runs = -(-args.num_samples // batch)
     t0 = time.perf_counter()
-    jax.block_until_ready(sampler(state.params, jax.random.PRNGKey(0)))
+    jax.block_until_ready(sampler(params, jax.random.PRNGKey(0)))
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = [sampler(state.params, jax.random.PRNGKey(i + 1)) for i in range(runs)]
+    out = [sampler(params, jax.random.PRNGKey(i + 1)) for i in range(runs)]
     jax.block_until_ready(out)
     sec = time.perf_counter() - t0
     n = runs * batch

@@ -2,7 +2,8 @@
 
 Runs under a Python that has torch (not a jaxdiff dependency), e.g.
 
-    python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install "torch==2.13.0+cpu" numpy
+    python -m venv /tmp/torchenv
+    /tmp/torchenv/bin/pip install "torch==2.13.0+cpu" numpy --extra-index-url https://download.pytorch.org/whl/cpu
     /tmp/torchenv/bin/python bench/torch_unet_baseline.py --widths=8,16,32
 
 and prints one JSON object {width: {"sec_per_step": s, "params": count}} on its last line.

@@ -9,13 +9,10 @@ dispatch (one `lax.fori_loop` call), so the dispatch overhead shows as their rat
 (one compiled step dispatched per step). FLOPs per step come from XLA's cost analysis of one lowered train
 step (before the backend's passes: library calls such as cuDNN's are counted), and a large matmul timed in the
 same run gives the machine's practical peak, hence a floor on the step time. Reference: issue 2 quotes 0.97 s,
-1.14 s and 1.57 s per step for paper 1's PyTorch code at W = 8, 16, 32, batch 64, on a 2-core CPU. With
-`--torch_python` (a Python that has torch) the same network in PyTorch (bench/torch_unet_baseline.py) is timed
-in the same run, before the JAX timings, and the table compares against it too: the quoted numbers do not
-reproduce on our 2-core CPU (torch 2.13 CPU there: 1.25-1.44 s, 2.04-2.31 s, 3.25-4.42 s; the W = 32 step
-is ~199 GFLOP, so 1.57 s is the rate of this CPU's fastest 2048x2048 matmul, ~126 GFLOP/s). On a CUDA GPU,
-PyTorch runs on the GPU too (H100, torch 2.11 eager: 43, 43, 50 ms per step; jaxdiff 8.2, 8.7, 10.4 ms with
-K = 32).
+1.14 s and 1.57 s per step for paper 1's PyTorch code at W = 8, 16, 32, batch 64, on a 2-core CPU (the
+"quoted" column). With `--torch_python` (a Python that has torch) the same network in PyTorch
+(bench/torch_unet_baseline.py) is timed in the same run, before the JAX timings, and the table compares
+against it too; on a CUDA GPU PyTorch runs on the GPU. Measured results: bench/README.md.
 """
 
 from __future__ import annotations
@@ -29,10 +26,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxdiff import families, sharding, train
+from jaxdiff import sharding
 from jaxdiff.config import default_config
-from jaxdiff.families import build_family
+from jaxdiff.experiments.unet import DDPM
+from jaxdiff.train import steps as train_steps
 
 PYTORCH_CPU_SEC = {8: 0.97, 16: 1.14, 32: 1.57}
 
@@ -44,32 +43,36 @@ def bench_width(width: int, batch: int, k: int, steps: int, image_size: int) -> 
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-4
   mesh = sharding.make_mesh(c.mesh)
-  family = build_family(c, (image_size, image_size, 1))
-  tx = train.make_optimizer(c.optimizer)
-  graphdef, state = train.create_train_state(family, tx, 0, ema=False)
+  family = DDPM(c, (image_size, image_size, 1))
+  tx = train_steps.make_optimizer(c.optimizer)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: family.init(jax.random.key(0))), nnx.Param)
+  loss_fn = train_steps.network_loss_fn(family.losses, graphdef)
+  key = jax.random.key_data(jax.random.key(0))   # seed 0, as a solo run with config.seed = 0
+  state = train_steps.init_state(train_steps.network_init_fn(family.init), tx, key)
   rep = sharding.replicated(mesh)
-  state_sharding = jax.tree.map(lambda _: rep, state)
+  state_sharding = train_steps.state_sharding(state, mesh)
   state = jax.device_put(state, state_sharding)
   n = max(4 * batch, 256)
   data = jax.device_put({'x': jax.random.normal(jax.random.PRNGKey(0), (n, image_size, image_size, 1)),
                          'y': jnp.zeros((n,), jnp.int32)}, rep)
 
-  one = jax.jit(functools.partial(train.train_step, graphdef=graphdef, family=family, tx=tx,
-                                  batch_size=batch, ema_decay=0.0, batch_sharding=sharding.batch_sharded(mesh)),
-                compiler_options=families.compiler_options(family))
-  flops = step_flops(one.lower(state, data))
+  one = jax.jit(functools.partial(train_steps.train_step, loss_fn=loss_fn, tx=tx, batch_size=batch,
+                                  ema_decay=0.0, batch_sharding=sharding.batch_sharded(mesh)),
+                compiler_options=family.compiler_options)
+  flops = step_flops(one.lower(state, data, None))
 
   rows = {}
   for loop, per_dispatch in (('device', 1), ('device', k), ('host', k)):
-    chunk = train.make_train_chunk(graphdef, family, tx, batch_size=batch, ema_decay=0.0, mesh=mesh,
-                                   state_sharding=state_sharding, loop=loop)
+    chunk = train_steps.make_train_chunk(loss_fn=loss_fn, tx=tx, batch_size=batch, loop=loop, ema_decay=0.0,
+                                         compiler_options=family.compiler_options, mesh=mesh,
+                                         shardings=state_sharding)
     # Warm up (compiles once: the trip count is an argument), then time `steps` steps.
-    state = chunk(state, data, jnp.int32(per_dispatch), jnp.bool_(True))
+    state = chunk(state, data, None, jnp.int32(per_dispatch), jnp.bool_(True))
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     done = 0
     while done < steps:
-      state = chunk(state, data, jnp.int32(per_dispatch), jnp.bool_(False))
+      state = chunk(state, data, None, jnp.int32(per_dispatch), jnp.bool_(False))
       done += per_dispatch
     jax.block_until_ready(state)
     rows[f'{loop}_k{per_dispatch}'] = (time.perf_counter() - t0) / done
@@ -85,8 +88,8 @@ def step_flops(lowered) -> float:
   """FLOPs of one train step: XLA's cost analysis of the program as lowered, before the backend's passes.
 
   The compiled program's analysis does not count work in library calls: on a GPU the convolutions become
-  cuDNN custom calls and the W = 32 step counted 40 GFLOP instead of ~199 (the CPU, where convolutions stay
-  HLO convolutions, counts ~199 either way; PyTorch's FlopCounterMode counts 213 for the same step).
+  cuDNN custom calls and drop out of the count (the CPU, where convolutions stay HLO convolutions, counts the
+  same either way; numbers in bench/README.md).
   """
   try:
     return _flops(lowered.cost_analysis())

@@ -94,7 +94,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,            # evaluate at every milestone (train.num_milestones of them, log-spaced)
-      metrics=('memorization', 'losses', 'quality'),  # evaluators by name (jaxdiff/evaluators/)
+      metrics=(),              # evaluators by name (jaxdiff/evaluators/); () = the family's default (U-Nets:
+                               # memorization, losses, quality; the Gaussian mixture adds score_error, kl, sw)
       num_samples=1024,        # generated samples per evaluation (paper 1: 10,000)
       sample_batch_size=512,   # samples generated per compiled call (bounds memory)
       grid_samples=64,         # samples in samples.png / neighbours.png (the first ones)

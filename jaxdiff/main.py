@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdiff import distributed, experiments
+from jaxdiff import analysis, distributed, experiments
 from jaxdiff.data import DataNotPreparedError
 from jaxdiff.io import writers
 from jaxdiff.io.checkpoints import CheckpointError
@@ -57,7 +57,9 @@ def main(argv):
   logging.info('JAX %s, process %d/%d, devices: %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.devices())
   try:
-    experiments.run(_CONFIG.value, _WORKDIR.value, _MODE.value, eval_dir=_EVAL_DIR.value)
+    result = experiments.run(_CONFIG.value, _WORKDIR.value, _MODE.value, eval_dir=_EVAL_DIR.value)
+    if _MODE.value == 'train' and experiments.wants_report(_CONFIG.value, result):
+      analysis.report([_WORKDIR.value], os.path.join(_WORKDIR.value, 'analysis'))
   except (ValueError, RuntimeError) as e:  # bad config, data not prepared, mismatched checkpoint
     if not isinstance(e, (ValueError, CheckpointError, DataNotPreparedError)):
       raise

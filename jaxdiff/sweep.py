@@ -42,7 +42,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxdiff import experiments
+from jaxdiff import analysis, experiments
 from jaxdiff.io.rundir import RunDir
 
 SWEEP_FILE = 'sweep.json'
@@ -180,7 +180,10 @@ def is_finished(workdir: str) -> bool:
 
 def run_config(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Run one config in this process through the table of experiments, as `jaxdiff.main` does."""
-  return experiments.train(config, workdir)
+  result = experiments.train(config, workdir)
+  if experiments.wants_report(config, result):
+    analysis.report([workdir], os.path.join(workdir, 'analysis'))
+  return result
 
 
 def write_manifest(sweep_dir: str, config_spec: str, base_overrides: Mapping[str, Any],

@@ -112,12 +112,13 @@ def test_device_and_host_loops_compute_the_same_steps():
 
 
 def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
-  """`python -m jaxdiff.main --config.ensemble.n=...`: two U-Nets (n = 4 and 8) trained as one vectorized
-  ensemble (the loop and its resume are jaxdiff/train/loop.py's, tested through the solo runs in test_train,
-  the Gaussian-mixture runs in test_gmm and the toy family in test_experiments). The padded member (n = 4) writes the train-loss and evaluation rows of the solo run of its
-  config (SGD with momentum, EMA and dropout on); every member gets its summary, solo config and figures,
-  and the ensemble its summary. SGD: Adam's normalisation turns rounding-level
-  differences of near-zero gradients into steps of ~lr (see test_train.test_eight_devices_train_like_one)."""
+  """`python -m jaxdiff.main --config.ensemble.n=...`: two U-Nets (n = 4 and 8) trained as one vectorized ensemble
+  (the loop and its resume are jaxdiff/train/loop.py's, tested through the solo runs in test_train, the
+  Gaussian-mixture runs in test_gmm and the toy family in test_experiments). The padded member (n = 4) writes the
+  train-loss and evaluation rows of the solo run of its config (SGD with momentum, EMA and dropout on); every
+  member gets its summary, solo config and figures, and the ensemble its summary. SGD: Adam's normalisation turns
+  rounding-level differences of near-zero gradients into steps of ~lr (see
+  test_train.test_eight_devices_train_like_one)."""
   from conftest import tiny_config
   from jaxdiff import experiments
   from jaxdiff.io.writers import read_metrics
@@ -128,7 +129,9 @@ def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
                        'optimizer.ema_decay': 0.9, 'train.batch_size': 4, 'train.num_milestones': 3,
                        'eval.features': '', 'seed': 3})
   workdir = str(tmp_path / 'ens')
-  summary = experiments.train(cfg, workdir).summary
+  ens = experiments.train(cfg, workdir)
+  summary = ens.summary
+  assert ens.num_params == summary['num_params'] == sum(x.size for x in jax.tree.leaves(ens.member_params(0)))
   unet = experiments.get('ddpm')
   members = unet.members(cfg)
   assert [(m['n'], m['seed']) for m in summary['members']] == [(4, 3), (8, 3)] == [(m.n, m.seed) for m in members]
@@ -137,7 +140,7 @@ def test_unet_ensemble_run_equals_its_members_solo_runs(tmp_path, cache_dir):
     mdir = os.path.join(workdir, m.name)
     assert [r['step'] for r in read_metrics(mdir) if 'f_mem' in r] == milestones
     s = json.load(open(os.path.join(mdir, 'summary.json')))
-    assert s['n'] == m.n and s['seed'] == m.seed and s['num_params'] > 0
+    assert s['n'] == m.n and s['seed'] == m.seed and s['num_params'] == ens.num_params
     assert json.load(open(os.path.join(mdir, 'config.json')))['data']['n'] == m.n
     assert os.path.getsize(os.path.join(mdir, 'neighbours.png')) > 1000
 

@@ -91,8 +91,8 @@ class _Replay:
     idx = jax.random.choice(key, self.images.shape[0], (num,), replace=self.images.shape[0] < num)
     return self.images[idx]
 
-  def loss_at(self, model, x, t, key):
-    return self.family.loss_at(model, x, t, key)
+  def loss_at(self, model, x, t, key, y=None):
+    return self.family.loss_at(model, x, t, key, y)
 
 
 @pytest.mark.parametrize('source', ['train', 'test'])
@@ -101,7 +101,7 @@ def test_copies_of_training_images_are_memorized_and_held_out_images_are_not(sou
                        'eval.sample_batch_size': 16, 'eval.grid_samples': 32})
   mesh, images, family, graphdef, params = _untrained(cfg)
   replay = _Replay(family, images.train if source == 'train' else images.test[32:])
-  ev = evaluators.Evaluation(cfg, replay, graphdef, images, mesh)
+  ev = evaluators.Evaluation(cfg, replay, graphdef, images, mesh, metrics=UNET.metrics(cfg))
   scalars, figs = ev.evaluate(params, 10)
   # The decisions are those of a float64 brute-force search over the samples the evaluator drew.
   x = figs['samples'].reshape(32, -1).astype(np.float64)
@@ -125,7 +125,8 @@ def test_quality_is_averaged_over_disjoint_reference_sets(cache_dir):
                        'eval.sample_batch_size': 32, 'eval.grid_samples': 32, 'eval.num_reference': 30,
                        'eval.num_reference_sets': 3})
   mesh, images, family, graphdef, params = _untrained(cfg)
-  ev = evaluators.Evaluation(cfg, _Replay(family, images.test[90:]), graphdef, images, mesh)
+  ev = evaluators.Evaluation(cfg, _Replay(family, images.test[90:]), graphdef, images, mesh,
+                             metrics=UNET.metrics(cfg))
   scalars, figs = ev.evaluate(params, 3)
   extract = quality.feature_extractor(cfg.eval.features)
   gen = np.asarray(extract(jnp.asarray(figs['samples'])), np.float64)

@@ -66,7 +66,8 @@ class OUFamily:
   def init(self, key):
     return Denoiser(self.width, nnx.Rngs(params=key))
 
-  def loss_at(self, model, x, t, key):
+  def loss_at(self, model, x, t, key, y=None):
+    del y   # unconditional
     xi = jax.random.normal(key, x.shape)
     return jnp.mean(jnp.square(model(ou.noise(x, t, xi), t) - xi), axis=-1)
 

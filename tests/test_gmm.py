@@ -113,7 +113,7 @@ def test_ensemble_member_matches_the_solo_run_of_its_config():
 def _rows(workdir, member):
   """A member's metrics rows without the timing columns."""
   rows = [json.loads(line) for line in open(os.path.join(workdir, member, 'metrics.jsonl'))]
-  timing = {'steps_per_sec', 'images_per_sec', 'elapsed_sec'}
+  timing = {'steps_per_sec', 'images_per_sec', 'elapsed_sec', 'eval_sec'}
   return [{k: v for k, v in r.items() if k not in timing} for r in rows]
 
 
@@ -157,6 +157,11 @@ def test_conditional_model_drops_labels_in_training_and_guides_in_sampling():
   key = jax.random.PRNGKey(2)
   no_drop = dataclasses.replace(p, label_dropout=0.0)
   assert float(gmm.make_loss_fn(p)(params, batch, w, key)) != float(gmm.make_loss_fn(no_drop)(params, batch, w, key))
+  # Dropout 1 replaces every label by the null label: the loss of the same draws on null-labelled data.
+  all_drop = dataclasses.replace(p, label_dropout=1.0)
+  null_batch = {'x': batch['x'], 'y': jnp.full((16,), gmm.NULL_LABEL, jnp.int32)}
+  np.testing.assert_allclose(gmm.losses(all_drop, params, batch, key), gmm.losses(no_drop, params, null_batch, key),
+                             rtol=1e-6)
 
 
 def test_bad_gmm_config_names_the_field():

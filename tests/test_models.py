@@ -34,11 +34,14 @@ def test_output_shape_matches_input_for_rgb_and_gray():
     assert model(x, jnp.array([3.0, 70.0])).shape == x.shape
 
 
-def test_time_changes_the_output():
+def test_time_changes_the_output_of_its_own_example():
   model = _small()
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 8, 1))
   a, b = model(x, jnp.array([1.0])), model(x, jnp.array([500.0]))
   assert float(jnp.abs(a - b).max()) > 1e-4
+  # Each example is conditioned on its own time: a batch of both gives each one's output.
+  both = model(jnp.concatenate([x, x]), jnp.array([1.0, 500.0]))
+  np.testing.assert_allclose(both, jnp.concatenate([a, b]), rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_is_random_in_training_and_off_in_evaluation():
@@ -62,6 +65,8 @@ def test_class_conditioning_uses_the_label():
   b = model(x, t, jnp.array([2, 2]))
   null = model(x, t, None)
   assert float(jnp.abs(a - b).max()) > 1e-5
+  # Each example is conditioned on its own label.
+  np.testing.assert_allclose(model(x, t, jnp.array([1, 2])), jnp.stack([a[0], b[1]]), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(null, model(x, t, jnp.array([10, 10])))
 
 

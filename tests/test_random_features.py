@@ -10,11 +10,8 @@ import pytest
 
 from conftest import CACHE, run_python
 from jaxdiff import config as config_lib
+from jaxdiff.diffusion import ou
 from jaxdiff.models import random_features as rf
-
-
-def _slow_enabled(request) -> bool:
-  return 'slow' in (request.config.getoption('markexpr') or '')
 
 
 def _instance(d=6, psi_p=8, n_list=(12, 24), t=0.1, key=0, **kw):
@@ -35,7 +32,7 @@ def test_train_loss_is_the_denoising_loss_on_the_drawn_noise():
   mom = jax.tree.map(lambda a: a[0], rf.nested_moments(w, x, [n], t, k3, num_noise_draws=m, chunk=64))
   xi = jax.random.normal(jax.random.fold_in(k3, 0), (n, m, d))   # the draws of the one chunk (first point 0)
   a = jax.random.normal(k4, (d, p))
-  prob = rf.Problem(u=mom.u, v=mom.v, c0=mom.c0, delta=rf.ou_delta(t), f_test=jnp.zeros((1, p)),
+  prob = rf.Problem(u=mom.u, v=mom.v, c0=mom.c0, delta=ou.delta(t), f_test=jnp.zeros((1, p)),
                     y_test=jnp.zeros((1, d)), y_score=jnp.zeros((1, d)), test_offset=0.0, score_offset=0.0)
   direct = rf.dsm_loss(a, w, jnp.repeat(x, m, 0), xi.reshape(n * m, d), t)
   assert float(rf.train_loss(a, prob)) == pytest.approx(float(direct), rel=1e-5)
@@ -160,10 +157,10 @@ def test_tau_mem_is_linear_in_psi_n(tmp_path):
   log tau_mem (psi_p / (Delta_t lambda_min) of the realized U) against log psi_n over {4, 8, 16, 32} is
   1 +- 0.15, the closed form agrees (each tau_mem within 2x at d = 16), and the best E_score decreases with psi_n."""
   from configs.rf_timescales import get_config
-  from jaxdiff import random_features_run
+  from jaxdiff import experiments
   c = get_config()
   c.rf.num_seeds, c.rf.num_times, c.rf.theory_grid = 1, 20, 300
-  summary = random_features_run.run(c, str(tmp_path))
+  summary = experiments.train(c, str(tmp_path)).summary
   assert abs(summary['tau_mem_exponent'] - 1) < 0.15, summary['tau_mem_exponent']
   assert abs(summary['tau_mem_exponent_predicted'] - 1) < 0.15
   measured = [summary['tau_mem'][f'{x:g}']['measured'] for x in (4, 8, 16, 32)]
@@ -174,7 +171,7 @@ def test_tau_mem_is_linear_in_psi_n(tmp_path):
 
 
 @pytest.mark.slow
-def test_rf_timescales_config_end_to_end(request, tmp_path):
+def test_rf_timescales_config_end_to_end(tmp_path):
   """configs/rf_timescales.py: tau_mem ~ psi_n (slope 1 +- 0.15) and E_score improves with n.
 
   Measured on the shared 2-core CPU: 66 s (run alone). tau_mem is paper 1's psi_p / (Delta_t lambda_min),
@@ -182,11 +179,9 @@ def test_rf_timescales_config_end_to_end(request, tmp_path):
   crossing is recorded but grows slower than n at psi_p = 64 (the bulk is wide at psi_p / psi_n = 2; see the
   config's docstring and the next test).
   """
-  if not _slow_enabled(request):
-    pytest.skip('slow: run with -m slow')
   from configs.rf_timescales import get_config
-  from jaxdiff import random_features_run
-  summary = random_features_run.run(get_config(), str(tmp_path))
+  from jaxdiff import experiments
+  summary = experiments.train(get_config(), str(tmp_path)).summary
   assert abs(summary['tau_mem_exponent'] - 1) < 0.15, summary['tau_mem_exponent']
   assert abs(summary['tau_mem_exponent_predicted'] - 1) < 0.15
   assert 0 < summary['tau_mem_exponent_curve'] < summary['tau_mem_exponent']
@@ -196,16 +191,14 @@ def test_rf_timescales_config_end_to_end(request, tmp_path):
 
 
 @pytest.mark.slow
-def test_measured_tau_mem_is_linear_in_n_when_psi_p_is_large(request, tmp_path):
+def test_measured_tau_mem_is_linear_in_n_when_psi_p_is_large(tmp_path):
   """configs/rf_timescales.py:wide (psi_p = 256, d = 32): tau_mem measured on the curves, where the
   seed-averaged L_gen reaches half its final value (timescales.first_crossing, as for U-Net runs), grows like
   psi_n: slope 1 +- 0.15. Measured on an H200: 1.02 (15 s); on a 2-core CPU the eight 8192 x 8192 float64
   eigendecompositions take tens of minutes.
   """
-  if not _slow_enabled(request):
-    pytest.skip('slow: run with -m slow')
   from configs.rf_timescales import get_config
-  from jaxdiff import random_features_run
-  summary = random_features_run.run(get_config('wide'), str(tmp_path))
+  from jaxdiff import experiments
+  summary = experiments.train(get_config('wide'), str(tmp_path)).summary
   assert abs(summary['tau_mem_exponent_curve'] - 1) < 0.15, summary['tau_mem_exponent_curve']
   assert abs(summary['tau_mem_exponent'] - 1) < 0.15

@@ -11,10 +11,6 @@ from jaxdiff import theory
 from jaxdiff.models import random_features as rf
 
 
-def _slow_enabled(request) -> bool:
-  return 'slow' in (request.config.getoption('markexpr') or '')
-
-
 def test_coefficients_are_the_gaussian_expectations():
   t = 0.1
   delta = 1 - math.exp(-2 * t)
@@ -99,14 +95,12 @@ def test_density_matches_the_gaussian_equivalent_spectrum():
 
 
 @pytest.mark.slow
-def test_paper_spectrum_d100(request):
+def test_paper_spectrum_d100():
   """SPEC: d = 100, psi_p = 64, psi_n = 8, t = 0.01. The Gaussian equivalent follows rho closely; the true
   tanh features agree on rho_2 and are wider on rho_1 (finite-d non-Gaussian corrections).
 
   Measured on a 2-core CPU: ~4 minutes (two 6400 x 6400 float64 eigenvalue problems and U with exact E_xi).
   """
-  if not _slow_enabled(request):
-    pytest.skip('slow: run with -m slow')
   t, d, psi_p, psi_n = 0.01, 100, 64.0, 8.0
   p, n = int(psi_p * d), int(psi_n * d)
   c = theory.coefficients('tanh', t)

@@ -47,6 +47,9 @@ def test_loss_of_tiny_model_on_four_images_falls(cfg, tmp_path):
   assert [r['step'] for r in rows] == [50, 100, 150, 200, 250, 300]
   assert rows[-1]['train_loss'] < 0.5 * rows[0]['train_loss'], rows
   assert all(r['steps_per_sec'] > 0 for r in rows)
+  # The throughput columns: images = steps x the effective batch; elapsed time grows row by row.
+  assert all(r['images_per_sec'] == pytest.approx(r['steps_per_sec'] * cfg.train.batch_size) for r in rows)
+  assert all(a['elapsed_sec'] < b['elapsed_sec'] for a, b in zip(rows, rows[1:]))
   assert (tmp_path / 'samples.png').stat().st_size > 1000
 
 

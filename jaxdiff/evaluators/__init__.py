@@ -13,7 +13,10 @@ samples once when an evaluator asks for them (`needs_samples`), and returns one 
 the figures. The training loop never imports a metric: it calls `Evaluation.evaluate`.
 
 Registered: 'memorization' (f_mem by the ratio test), 'losses' (the loss at a fixed diffusion time on the
-training and test sets), 'quality' (FD / KID / sliced Wasserstein in a feature space). `register` adds one.
+training and test sets), 'quality' (FD / KID / sliced Wasserstein in a feature space), 'sliced_wasserstein'
+(between samples and test points in data space), and for families that know their data distribution exactly
+(the Gaussian mixture) 'score_error' and 'kl'. An evaluator that does not apply to a run (no test images, no
+exact distribution) declines when built. `register` adds one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     'memorization': 'jaxdiff.evaluators.memorization',
     'losses': 'jaxdiff.evaluators.losses',
     'quality': 'jaxdiff.evaluators.quality',
+    'sliced_wasserstein': 'jaxdiff.evaluators.sliced_wasserstein',
+    'score_error': 'jaxdiff.evaluators.score_error',
+    'kl': 'jaxdiff.evaluators.kl',
 }
 
 
@@ -76,8 +82,9 @@ class Keys:
 class Context:
   """What evaluators read: config, family (init / losses / sample / loss_at), graphdef, data, mesh.
 
-  data: `train` [n, ...], `test` [m, ...] (host arrays), `value_range` (lo, hi) and `scale` = hi - lo (the
-  values that pixels 0 and 1 map to), `to_pixels(x)` (host: model space -> [0, 1]).
+  data: `train` [n, ...], `train_labels` [n], `test` [m, ...], `test_labels` [m] (host arrays); image data
+  also `value_range` (lo, hi) and `scale` = hi - lo (the values pixels 0 and 1 map to) and `to_pixels(x)`
+  (host: model space -> [0, 1]).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, family, graphdef, data, mesh):
@@ -85,15 +92,17 @@ class Context:
     self.num_devices = mesh.shape[sharding.DATA]
     self.compiler_options = getattr(family, 'compiler_options', None)
 
-    lo, _ = data.value_range
-    self._pix_lo, self._pix_scale = jnp.asarray(lo, jnp.float32), jnp.float32(data.scale)
+    self.images = hasattr(data, 'value_range')
+    if self.images:
+      lo, _ = data.value_range
+      self._pix_lo, self._pix_scale = jnp.asarray(lo, jnp.float32), jnp.float32(data.scale)
 
   def model(self, params) -> nnx.Module:
     return nnx.merge(self.graphdef, params)
 
   def to_pixels(self, x: jax.Array) -> jax.Array:
-    """data.to_pixels on the devices (x may be sharded over several processes)."""
-    return jnp.clip((x - self._pix_lo) / self._pix_scale, 0.0, 1.0)
+    """data.to_pixels on the devices (x may be sharded over several processes); identity for other data."""
+    return jnp.clip((x - self._pix_lo) / self._pix_scale, 0.0, 1.0) if self.images else x
 
 
 class Evaluator(Protocol):
@@ -104,14 +113,16 @@ class Evaluator(Protocol):
 
 
 class Evaluation:
-  """The evaluators of `config.eval.metrics` for one run (compiled once); `evaluate(params, step)` at milestones."""
+  """The evaluators `metrics` (default `config.eval.metrics`) of one run, compiled once; `evaluate(params, step)`
+  at milestones."""
 
-  def __init__(self, config: ml_collections.ConfigDict, family, graphdef, data, mesh):
+  def __init__(self, config: ml_collections.ConfigDict, family, graphdef, data, mesh,
+               metrics: tuple[str, ...] | None = None):
     self.config = config
     self.ec = ec = config.eval
     self.context = ctx = Context(config, family, graphdef, data, mesh)
     self.evaluators = {}
-    for name in ec.metrics:
+    for name in (ec.metrics if metrics is None else metrics):
       ev = _factory(name)(ctx)
       if ev is not None:   # an evaluator may not apply (e.g. quality without test images)
         self.evaluators[name] = ev

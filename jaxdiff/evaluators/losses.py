@@ -1,10 +1,11 @@
 """Evaluator 'losses': the training loss at a fixed diffusion time on all n training examples and on the test
 set, `loss_train_t`, `loss_test_t` and `loss_gap_t` = their difference (SPEC "Definitions").
 
-The time is `eval.loss_t_ou` in OU time, mapped by the family (`family.loss_time`: for DDPM the nearest
-step). Each example's loss is averaged over `eval.loss_noise_draws` noise draws of a key that is the same at
-every milestone, so L_test - L_train is a smooth curve. The sets are cut into chunks of
-`eval.loss_batch_size` (split over the mesh) and summed in one compiled `lax.map`.
+The time is `eval.loss_t_ou` in OU time, mapped by the family (`family.loss_time`: for DDPM the nearest step);
+`family.loss_at(model, x, t, key, y=labels)` gives the per-example losses. Each example's loss is averaged over
+`eval.loss_noise_draws` noise draws of a key that is the same at every milestone, so L_test - L_train is a smooth
+curve. The sets are cut into chunks of `eval.loss_batch_size` (split over the mesh) and summed in one compiled
+`lax.map`.
 """
 
 from __future__ import annotations
@@ -34,26 +35,32 @@ class Evaluator:
     lb = max(ctx.num_devices, ec.loss_batch_size - ec.loss_batch_size % ctx.num_devices)
     spec = jax.sharding.NamedSharding(ctx.mesh, jax.sharding.PartitionSpec(None, sharding.DATA))
     self.sets = {}
-    for name, x in (('train', ctx.data.train), ('test', ctx.data.test)):
+    for name in ('train', 'test'):
+      x = np.asarray(getattr(ctx.data, name), np.float32)
       if x.shape[0] == 0:
         continue
-      padded, n = _pad_to(np.asarray(x, np.float32), lb)
-      chunks = padded.reshape(-1, lb, *x.shape[1:])
+      y = getattr(ctx.data, f'{name}_labels', None)
+      y = np.zeros(x.shape[0], np.int32) if y is None else np.asarray(y, np.int32)
+      padded, n = _pad_to(x, lb)
+      labels, _ = _pad_to(y, lb)
+      chunks = (padded.reshape(-1, lb, *x.shape[1:]), labels.reshape(-1, lb))
       mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
       self.sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec))
     self._loss = jax.jit(self._fixed_time_loss, compiler_options=ctx.compiler_options)
 
   def _fixed_time_loss(self, params, chunks, mask, key):
+    """chunks: ([C, b, ...] examples, [C, b] labels); mask: [C, b] (0 on padding) -> the mean loss."""
     model = self.ctx.model(params)
-    t = jnp.full((chunks.shape[1],), self.time)
+    xs, ys = chunks
+    t = jnp.full((xs.shape[1],), self.time)
 
     def one(args):
-      x, m, i = args
-      per_draw = [self.ctx.family.loss_at(model, x, t, jax.random.fold_in(jax.random.fold_in(key, i), d))
+      x, y, m, i = args
+      per_draw = [self.ctx.family.loss_at(model, x, t, jax.random.fold_in(jax.random.fold_in(key, i), d), y=y)
                   for d in range(self.draws)]
       return jnp.sum(jnp.mean(jnp.stack(per_draw), axis=0) * m)
 
-    sums = jax.lax.map(one, (chunks, mask, jnp.arange(chunks.shape[0])))
+    sums = jax.lax.map(one, (xs, ys, mask, jnp.arange(xs.shape[0])))
     return jnp.sum(sums) / jnp.sum(mask)
 
   def __call__(self, params, keys, samples):

@@ -1,9 +1,9 @@
 """Evaluator 'memorization': the fraction of samples that copy a training example (SPEC "Definitions").
 
-`f_mem`, `f_mem_lo`, `f_mem_hi`: the fraction of generated samples whose nearest / second-nearest training
-distance ratio d1/d2 is below `eval.memorization_k`, with its bootstrap interval; `num_uncertified` samples
-whose fast candidate search could not be certified (jaxdiff.metrics.memorization). The training set stays on the devices (replicated)
-and the samples are split over the mesh.
+`f_mem`, `f_mem_lo`, `f_mem_hi`: the fraction of generated samples whose nearest / second-nearest training distance
+ratio d1/d2 is below `eval.memorization_k`, with its bootstrap interval; `num_uncertified` samples whose fast
+candidate search could not be certified (jaxdiff.metrics.memorization). The training set stays on the devices
+(replicated) and the samples are split over the mesh.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Evaluator:
 
   def __init__(self, ctx):
     ec = ctx.config.eval
-    self.data = ctx.data
+    self.data, self.images = ctx.data, ctx.images
     self.train = distributed.put(np.asarray(ctx.data.train), sharding.replicated(ctx.mesh))
     self.grid = min(ec.grid_samples, ec.num_samples)
     mesh = ctx.mesh if ctx.num_devices > 1 else None
@@ -36,5 +36,6 @@ class Evaluator:
     figs = distributed.fetch({'ratio': mem['ratio'][:g], 'index': mem['index'][:g],
                               'memorized': mem['memorized'][:g]})
     figs = {k: np.asarray(v) for k, v in figs.items()}
-    figs['neighbours'] = np.asarray(self.data.to_pixels(np.asarray(self.data.train)[figs['index']]))
+    neighbours = np.asarray(self.data.train)[figs['index']]
+    figs['neighbours'] = np.asarray(self.data.to_pixels(neighbours)) if self.images else neighbours
     return {k: float(v) for k, v in scalars.items()}, figs

@@ -19,14 +19,11 @@ here (or `register(name, module)` at run time).
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 from typing import Any
 
 import jax
 import ml_collections
-
-from jaxdiff import analysis
 
 # family -> module path (imported when first asked for).
 _TABLE: dict[str, str | ModuleType | Any] = {
@@ -69,14 +66,15 @@ def sections() -> dict[str, ml_collections.ConfigDict]:
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None):
   """Train and evaluate `config` in `workdir` (resuming from its checkpoints). Returns the experiment's result
-  (`.summary`, {} when stopped early; `.state` for trained networks). An experiment whose `wants_report(config)`
-  is true also gets the tables and figures of `jaxdiff.analysis` in <workdir>/analysis once finished."""
-  experiment = get(config.family)
-  result = experiment.train(config, workdir, stop_at_step=stop_at_step)
-  wants_report = getattr(experiment, 'wants_report', None)
-  if result.summary and wants_report is not None and wants_report(config) and jax.process_index() == 0:
-    analysis.report([workdir], os.path.join(workdir, 'analysis'))
-  return result
+  (`.summary`, {} when stopped early; `.state` for trained networks)."""
+  return get(config.family).train(config, workdir, stop_at_step=stop_at_step)
+
+
+def wants_report(config: ml_collections.ConfigDict, result) -> bool:
+  """Whether a finished run asks for the tables and figures of `jaxdiff.analysis` in <workdir>/analysis (the
+  experiment's `wants_report(config)`, e.g. `gmm.analysis`); main and sweep write them, on process 0."""
+  hook = getattr(get(config.family), 'wants_report', None)
+  return bool(getattr(result, 'summary', None)) and hook is not None and hook(config) and jax.process_index() == 0
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None) -> dict[str, Any]:
@@ -94,4 +92,4 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train', *,
   raise ValueError(f'--mode must be one of {MODES}, got {mode!r}')
 
 
-__all__ = ['register', 'names', 'get', 'sections', 'train', 'evaluate', 'run', 'MODES']
+__all__ = ['register', 'names', 'get', 'sections', 'train', 'evaluate', 'run', 'wants_report', 'MODES']

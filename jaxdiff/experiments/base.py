@@ -5,9 +5,11 @@ A network family (the DDPM U-Net, a toy MLP denoiser, ...) subclasses `NetworkEx
 - `load_data(config)`: its training and test sets (`Dataset`: host arrays, first `data.n` examples);
 - `build_family(config, data)`: an object with `init(key) -> nnx.Module`, `losses(model, batch, key, *,
   train) -> [B]` per-example training losses, `sample(model, key, num) -> [num, ...]`,
-  `loss_time(t_ou)` and `loss_at(model, x, t, key) -> [B]` (the loss at a fixed time, for the 'losses'
-  evaluator), optionally `compiler_options` (XLA options of every program that runs the network);
-- optionally its config section (`section`, `default_section()`), `validate(config)` and `summary_info`.
+  `loss_time(t_ou)` and `loss_at(model, x, t, key, y=labels) -> [B]` (the loss at a fixed time, for the
+  'losses' evaluator), optionally `compiler_options` (XLA options of every program that runs the network);
+- optionally its config section (`section`, `default_section()`), `validate(config)`, `summary_info`, the
+  evaluators it runs when `eval.metrics` is empty (`default_metrics`), and more members than `ensemble.n`
+  gives (`members`, `member_config`, `member_key`: the Gaussian mixture's gmm.n x gmm.num_seeds).
 
 Everything else is shared: the run is a solo run (`config.ensemble.n` empty) or a vectorized ensemble of
 one member per (n, seed) for n in `ensemble.n` and seed in config.seed + [0, ensemble.num_seeds). Member
@@ -60,6 +62,8 @@ class NetworkExperiment:
 
   section: str | None = None        # the config section the family owns
   data_depends_on_seed = False       # False: members with the same n share one training set
+  ensemble_section = True            # ensembles of config.ensemble.n
+  default_metrics: tuple[str, ...] = ('memorization', 'losses')   # evaluators when eval.metrics is ()
 
   # ------------------------------------------------------------------ what a family declares
 
@@ -74,6 +78,19 @@ class NetworkExperiment:
 
   def build_family(self, config: ml_collections.ConfigDict, data: Dataset):
     raise NotImplementedError
+
+  def metrics(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The evaluators of a run: `eval.metrics`, or the family's `default_metrics` when it is empty."""
+    return tuple(config.eval.metrics) or self.default_metrics
+
+  def quality_key(self, config: ml_collections.ConfigDict, evaluation) -> str | None:
+    """The metric tau_gen is read from (default: the 'quality' evaluator's FD)."""
+    del config
+    return evaluation.quality_key
+
+  def member_key(self, m: Member) -> jax.Array:
+    """The raw key [2] of member m's initialization, batches and noise (a solo run with seed m.seed uses it)."""
+    return jax.random.key_data(jax.random.key(m.seed))
 
   def summary_info(self, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What summary.json records beside the timescales (the analysis groups runs by it)."""
@@ -132,7 +149,7 @@ class NetworkExperiment:
     the last step (per member for an ensemble). steps: which saved steps (default all)."""
     t_start = time.time()
     mesh = self.prepare(config, training=False)
-    if not (config.eval.enabled and config.eval.metrics):
+    if not (config.eval.enabled and self.metrics(config)):
       raise ValueError("config field 'eval.enabled': --mode=eval needs evaluation (eval.enabled and eval.metrics)")
     trainer = self.trainer(config, mesh)
     out = RunDir(out_dir or RunDir(workdir).file('eval'))
@@ -181,7 +198,9 @@ class NetworkTrainer:
 
   @property
   def quality_key(self) -> str | None:
-    return next(iter(self.evaluations.values())).quality_key if self.evaluations else None
+    if not self.evaluations:
+      return None
+    return self.experiment.quality_key(self.config, next(iter(self.evaluations.values())))
 
   def finish(self, rundir: RunDir, *, seconds: float) -> dict[str, Any]:
     """After the last step: summary.json of every member (and the ensemble's fit), or a sample grid when the
@@ -220,7 +239,7 @@ class NetworkTrainer:
       out = sharding.batch_sharded(self.mesh) if num % n_data == 0 else sharding.replicated(self.mesh)
       sampler = jax.jit(lambda p, key, family=family: family.sample(nnx.merge(self.graphdef, p), key, num),
                         out_shardings=out, compiler_options=getattr(family, 'compiler_options', None))
-      key = jax.random.fold_in(jax.random.key(m.seed), 3)
+      key = jax.random.fold_in(jax.random.key(m.seed), 3)   # as a solo run of seed m.seed draws it
       samples = distributed.fetch(sampler(params, key))
       data = self.data_sets[self._data_key(m)]
       if rundir.primary and samples.ndim == 4:
@@ -247,12 +266,13 @@ class NetworkTrainer:
     abstract = nnx.eval_shape(lambda: self.family.init(jax.random.key(0)))
     self.graphdef, params = nnx.split(abstract, nnx.Param)
     self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
-    if config.eval.enabled and config.eval.metrics and config.train.num_milestones > 0:
+    metrics = experiment.metrics(config)
+    if config.eval.enabled and metrics and config.train.num_milestones > 0:
       for m in members:
         k = self._data_key(m)
         if k not in self.evaluations:
           self.evaluations[k] = evaluators.Evaluation(self.member_config(m), self.families[k], self.graphdef,
-                                                      self.data_sets[k], mesh)
+                                                      self.data_sets[k], mesh, metrics=metrics)
     self._figs: list[dict[str, np.ndarray]] = []
     self.tx = make_optimizer(config.optimizer)
     self.loss_fn = network_loss_fn(self.family.losses, self.graphdef)
@@ -267,7 +287,7 @@ class SoloTrainer(NetworkTrainer):
     self._build(experiment, config, mesh, [member_])
     data = self.data_sets[self._data_key(member_)]
     self.batch_size = config_lib.effective_batch_size(config)
-    key = jax.random.key_data(jax.random.key(config.seed))
+    key = experiment.member_key(member_)
     ema = config.optimizer.ema_decay > 0
     abstract = jax.eval_shape(lambda k: init_state(network_init_fn(self.family.init), self.tx, k, ema), key)
     shardings = state_sharding(abstract, mesh)
@@ -297,7 +317,7 @@ class EnsembleTrainer(NetworkTrainer):
     self._build(experiment, config, mesh, members)
     self.batch_size = config.train.batch_size
     ema = config.optimizer.ema_decay > 0
-    keys = jnp.stack([jax.random.key_data(jax.random.key(m.seed)) for m in members])
+    keys = jnp.stack([experiment.member_key(m) for m in members])
     state = jax.jit(lambda k: init_state(network_init_fn(self.family.init), self.tx, k, ema))(keys)
     sets = [self.data_sets[self._data_key(m)] for m in members]
     x_pad, sizes = pad_stack([d.train for d in sets])

@@ -15,26 +15,24 @@ code 1000 (log t - log t_min) / (log t_max - log t_min).
 Sampling: Euler-Maruyama on the reverse SDE dx = [x + 2 s(x, t)] dt + sqrt(2) dW from N(0, I) at t_max down
 to t_min (`gmm.sample_steps` steps on a geometric or linear grid; no noise on the last step).
 
-KL(generated || true): samples from the deterministic probability-flow map x <- x + h (x + s(x, t)) (Euler
-on the same grid, from N(0, I)); the log density of each sample follows exactly from the change of variables
-of that map, log q <- log q - log|det((1 + h) I + h ds/dx)| (the Jacobian of the learned score, exact since
-d is small), and KL = mean(log q(x) - log P_tmin(x)): the cross-entropy term is the Monte Carlo average of
-the exact log density. It is 0 for the exact score up to the discretisation, and grows as samples collapse
-onto training points (then q is a mixture of narrow bumps).
+Evaluation (jaxdiff.evaluators, by name; default 'memorization', 'losses', 'score_error', 'kl',
+'sliced_wasserstein'): f_mem of the samples against the member's training points, the eps-MSE at OU time
+`eval.loss_t_ou` on training and test points, the score error against the exact score, KL(generated || true)
+by the probability flow with exact log densities (jaxdiff.evaluators.kl), and the sliced Wasserstein distance
+to fresh test points.
 
 Class-conditional variant (`gmm.conditional`): the label is the component (0: +mu, 1: -mu), dropped to the
 null label with probability `label_dropout` in training; sampling uses classifier-free guidance
 eps = (1 + w) eps(x, y) - w eps(x, null) on balanced labels; KL is then the mean of KL(q(.|y) || N(+-m, I)).
 
-The experiment (`EXPERIMENT`, family 'gmm' of jaxdiff.experiments) trains one vectorized ensemble member per
-(n, seed) with the one driver (jaxdiff.train.loop; nested training sets, the first n points of the seed's
-stream), evaluates every member at log-spaced milestones
-and writes, per member, `<workdir>/<member>/` with config.json (the solo config that reproduces it),
-metrics.jsonl (f_mem, f_mem_lo, f_mem_hi, loss_train_t, loss_test_t, score_err_t, score_err, kl, sw;
-train_loss) and summary.json (jaxdiff.timescales), plus `<workdir>/summary.json` (the members' timescales
-and the fits tau_mem = c n^alpha) and, with `gmm.analysis`, the tables and figures of `jaxdiff.analysis`
-in `<workdir>/analysis/`. The ensemble state is checkpointed in `<workdir>/checkpoints` (Orbax); running
-again resumes. `Trainer` is the same machinery for notebooks: train(k), evaluate(), member_params(i).
+The experiment (`EXPERIMENT`, family 'gmm' of jaxdiff.experiments) is a network family
+(jaxdiff.experiments.base) whose members are (n, seed) for n in `gmm.n` and seed in config.seed +
+[0, gmm.num_seeds): nested training sets, the first n points of the seed's stream, trained as one vectorized
+ensemble by the shared ensemble trainer and driver. It writes, per member, `<workdir>/<member>/` with
+config.json (the solo config that reproduces it), metrics.jsonl and summary.json, plus `<workdir>/summary.json`
+(the members' timescales and the fits tau_mem = c n^alpha) and, with `gmm.analysis`, the tables and figures of
+`jaxdiff.analysis` in `<workdir>/analysis/`. `Trainer` is the same machinery for notebooks: train(k),
+evaluate(), member_params(i).
 """
 
 from __future__ import annotations
@@ -42,26 +40,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
 
-from jaxdiff import config as config_lib
-from jaxdiff import sharding, timescales
+from jaxdiff import sharding
 from jaxdiff.config import require
 from jaxdiff.diffusion import ou
-from jaxdiff.io.rundir import RunDir
-from jaxdiff.metrics import memorization, quality
+from jaxdiff.evaluators import kl
+from jaxdiff.experiments.base import EnsembleTrainer, NetworkExperiment
 from jaxdiff.models.mlp import ResidualMLP
 from jaxdiff.train import loop
-from jaxdiff.train.steps import (LossFn, init_state, make_optimizer, make_train_chunk, member, member_sharding,
-                                 pad_stack, resolve_loop, state_sharding, weighted_mean)
+from jaxdiff.train.steps import LossFn, weighted_mean
 
 NULL_LABEL = 2   # classifier-free guidance: the "no label" token (labels 0 and 1 are the components)
 TIME_CODE_SCALE = 1000.0
@@ -165,8 +159,9 @@ class Problem:
     return TIME_CODE_SCALE * (jnp.log(t) - lo) / (hi - lo)
 
   def eps(self, params, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
-    """Noise estimate. x: [B, d]; t: [B] OU times; y: [B] labels (conditional models) or None."""
-    model = nnx.merge(self.graphdef, params)
+    """Noise estimate. params: the network's `nnx.Param` state, or the network itself; x: [B, d]; t: [B] OU
+    times; y: [B] labels (conditional models) or None."""
+    model = params if isinstance(params, nnx.Module) else nnx.merge(self.graphdef, params)
     return model(x, self.time_code(t), y if self.conditional else None)
 
   def guided_eps(self, params, x, t, y):
@@ -208,20 +203,21 @@ def parameter_count(problem: Problem) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # Training loss (one member; jaxdiff.train.steps vmaps it).
 
+def losses(problem: Problem, params, batch: dict[str, jax.Array], key: jax.Array) -> jax.Array:
+  """Per-example eps-MSE per coordinate [B] at times drawn as in training (labels dropped to the null label
+  with probability label_dropout for conditional models). batch: {'x': [B, d], 'y': [B]}."""
+  x0, y = batch['x'], batch['y']
+  k_t, k_xi, k_drop = jax.random.split(key, 3)
+  t = problem.sample_times(k_t, x0.shape[:1])
+  xi = jax.random.normal(k_xi, x0.shape)
+  if problem.conditional:
+    y = jnp.where(jax.random.bernoulli(k_drop, problem.label_dropout, y.shape), NULL_LABEL, y)
+  return jnp.mean(jnp.square(problem.eps(params, ou.noise(x0, t, xi), t, y) - xi), axis=1)
+
+
 def make_loss_fn(problem: Problem) -> LossFn:
   """loss_fn(params, batch {'x': [B, d], 'y': [B]}, weight [B], key) -> weighted eps-MSE per coordinate."""
-
-  def loss_fn(params, batch, weight, key):
-    x0, y = batch['x'], batch['y']
-    k_t, k_xi, k_drop = jax.random.split(key, 3)
-    t = problem.sample_times(k_t, x0.shape[:1])
-    xi = jax.random.normal(k_xi, x0.shape)
-    if problem.conditional:
-      y = jnp.where(jax.random.bernoulli(k_drop, problem.label_dropout, y.shape), NULL_LABEL, y)
-    err = jnp.mean(jnp.square(problem.eps(params, ou.noise(x0, t, xi), t, y) - xi), axis=1)
-    return weighted_mean(err, weight)
-
-  return loss_fn
+  return lambda params, batch, weight, key: weighted_mean(losses(problem, params, batch, key), weight)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -234,70 +230,83 @@ def balanced_labels(num: int) -> jax.Array:
 
 def kl_to_truth(score_fn, key: jax.Array, num: int, grid: np.ndarray, mu: jax.Array, t_end: float,
                 labels: jax.Array | None = None) -> jax.Array:
-  """KL(q || P_t_end) on `num` probability-flow samples: mean(log q(x) - log P_t_end(x)).
+  """KL(q || P_t_end) on `num` probability-flow samples: mean(log q(x) - log P_t_end(x)) (the 'kl' evaluator).
 
   score_fn(x, t, y) as in `ou.probability_flow`. With labels [num] (conditional model) the reference is
   P_t_end(. | y) = N(sign(y) m, I) and the result is the label-average of KL(q(. | y) || P(. | y)).
   """
-  x_T = jax.random.normal(key, (num, mu.shape[0]))
-  x, log_q = ou.probability_flow(score_fn, x_T, grid, labels)
-  return jnp.mean(log_q - log_density(x, t_end, mu, labels))
+  return kl.kl_to_truth(score_fn, lambda x, y: log_density(x, t_end, mu, y), key, num, mu.shape[0], grid, labels)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Evaluation of one member (in-graph; vmapped over the ensemble).
+# The family (jaxdiff.experiments.base): network, per-example loss, sampler, and the exact distribution that
+# the 'score_error' and 'kl' evaluators compare with.
 
-def evaluate_member(problem: Problem, params, x_train: jax.Array, y_train: jax.Array, n: jax.Array,
-                    x_test: jax.Array, y_test: jax.Array, key: jax.Array, loss_key: jax.Array, *,
-                    num_samples: int) -> dict[str, jax.Array]:
-  """Samples and the in-graph metrics of one member at one milestone.
 
-  x_train: [n_max, d] padded (first n valid); x_test: [T, d]; key: this milestone's key; loss_key: the
-  member's fixed key of the loss noise draws (the same at every milestone, so L_test - L_train is smooth).
-  Returns {'samples': [M, d] (Euler-Maruyama), 'loss_train_t', 'loss_test_t': eps-MSE per coordinate at OU
-  time problem.loss_t (mean over `loss_noise_draws` draws), 'score_err_t': Delta_t E|s - grad log P_t|^2 / d
-  on noised test points at that time, 'score_err': the same with t drawn as in training, 'kl':
-  KL(generated || true) if kl_samples > 0}.
-  """
-  k_x, k_em, k_kl = jax.random.split(key, 3)
-  d = problem.d
-  labels = balanced_labels(num_samples) if problem.conditional else None
-  out = {'samples': ou.euler_maruyama(lambda x, t: problem.model_score(params, x, t, labels),
-                                      jax.random.normal(k_x, (num_samples, d)), k_em,
-                                      problem.time_grid(problem.sample_steps))}
+class GMMFamily:
+  """The residual-MLP score model of one `Problem`, as the shared trainers and evaluators use it."""
 
-  t = problem.loss_t
-  k_tr, k_te = jax.random.split(loss_key)
+  def __init__(self, problem: Problem):
+    self.problem = problem
+    self.t_min = problem.t_min
+    self.kl_samples, self.kl_steps = problem.kl_samples, problem.kl_steps
 
-  def eps_mse(x0, y, k):
-    xi = jax.random.normal(k, (problem.loss_noise_draws, *x0.shape))
-    tt = jnp.full(x0.shape[:1], t, jnp.float32)
+  def init(self, key: jax.Array) -> ResidualMLP:
+    return self.problem.model(key)
 
-    def one(xi_k):
-      return jnp.mean(jnp.square(problem.eps(params, ou.noise(x0, tt, xi_k), tt, y) - xi_k), axis=1)
-    return jnp.mean(jax.lax.map(one, xi), axis=0)   # [N]
+  def losses(self, model, batch, key, *, train: bool) -> jax.Array:
+    del train
+    return losses(self.problem, model, batch, key)
 
-  valid = (jnp.arange(x_train.shape[0]) < n).astype(jnp.float32)
-  out['loss_train_t'] = weighted_mean(eps_mse(x_train, y_train, k_tr), valid)
-  out['loss_test_t'] = jnp.mean(eps_mse(x_test, y_test, k_te))
-  tt = jnp.full(x_test.shape[:1], t, jnp.float32)
-  x_t = ou.noise(x_test, tt, jax.random.normal(k_te, x_test.shape))
-  s_true = score(x_t, t, problem.mu, y_test if problem.conditional else None)
-  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(ou.delta(tt))[:, None]
-  out['score_err_t'] = ou.delta(jnp.float32(t)) * jnp.mean(jnp.square(s_model - s_true))
-  # The same averaged over the training distribution of t (fixed draws): the population score-matching error,
-  # a quality measure without sampling noise (at t = 0.01 alone even eps = 0 is nearly optimal).
-  k_t, k_xi = jax.random.split(jax.random.fold_in(loss_key, 1))
-  tt = problem.sample_times(k_t, x_test.shape[:1])
-  x_t = ou.noise(x_test, tt, jax.random.normal(k_xi, x_test.shape))
-  s_true = score(x_t, tt, problem.mu, y_test if problem.conditional else None)
-  s_model = -problem.eps(params, x_t, tt, y_test) / jnp.sqrt(ou.delta(tt))[:, None]
-  out['score_err'] = jnp.mean(ou.delta(tt)[:, None] * jnp.square(s_model - s_true))
-  if problem.kl_samples > 0:
-    kl_labels = balanced_labels(problem.kl_samples) if problem.conditional else None
-    out['kl'] = kl_to_truth(lambda x, tq, y: problem.model_score(params, x, tq, y), k_kl, problem.kl_samples,
-                            problem.time_grid(problem.kl_steps), problem.mu, problem.t_min, kl_labels)
-  return out
+  def labels(self, num: int) -> jax.Array | None:
+    """Sampling labels: both components equally for conditional models, None otherwise."""
+    return balanced_labels(num) if self.problem.conditional else None
+
+  def eps(self, model, x, t, y=None) -> jax.Array:
+    """The noise estimate (unguided)."""
+    return self.problem.eps(model, x, t, y)
+
+  def model_score(self, model, x, t, y=None) -> jax.Array:
+    """The learned score (guided for conditional models)."""
+    return self.problem.model_score(model, x, t, y)
+
+  def sample(self, model, key: jax.Array, num: int) -> jax.Array:
+    """Euler-Maruyama on the reverse SDE from N(0, I) at t_max to t_min. -> [num, d]"""
+    k_x, k_em = jax.random.split(key)
+    labels = self.labels(num)
+    p = self.problem
+    return ou.euler_maruyama(lambda x, t: p.model_score(model, x, t, labels), jax.random.normal(k_x, (num, p.d)),
+                             k_em, p.time_grid(p.sample_steps))
+
+  def loss_time(self, t_ou: float) -> float:
+    return t_ou
+
+  def loss_at(self, model, x, t, key, y=None) -> jax.Array:
+    """Per-example eps-MSE per coordinate at OU times t [B]. x: [B, d]; y: [B] labels (conditional)."""
+    xi = jax.random.normal(key, x.shape)
+    return jnp.mean(jnp.square(self.problem.eps(model, ou.noise(x, t, xi), t, y) - xi), axis=1)
+
+  def sample_times(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return self.problem.sample_times(key, shape)
+
+  def time_grid(self, steps: int) -> np.ndarray:
+    return self.problem.time_grid(steps)
+
+  def exact_score(self, x, t, y=None) -> jax.Array:
+    return score(x, t, self.problem.mu, y if self.problem.conditional else None)
+
+  def exact_log_density(self, x, t, y=None) -> jax.Array:
+    return log_density(x, t, self.problem.mu, y if self.problem.conditional else None)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GMMData:
+  """A member's training points and fresh test points (host arrays)."""
+  train: np.ndarray          # [n, d]
+  train_labels: np.ndarray   # [n] component (0: +mu, 1: -mu)
+  test: np.ndarray           # [num_test, d]
+  test_labels: np.ndarray    # [num_test]
+  name: str = 'gmm'
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -321,12 +330,6 @@ class Member(loop.Member):
     x, y = _sample_data(jax.random.fold_in(jax.random.key(self.seed), 1), num, problem.mu)
     return np.asarray(x), np.asarray(y)
 
-  def eval_key(self, step: int) -> jax.Array:
-    return jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), 5), step))
-
-  @property
-  def loss_key(self) -> jax.Array:
-    return jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), 6))
 
 
 def members_of(config: ml_collections.ConfigDict) -> list[Member]:
@@ -344,141 +347,20 @@ def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collection
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The trainer (jaxdiff.train.loop drives it).
-
-@functools.lru_cache(maxsize=8)
-def _compiled_training(problem: Problem, optimizer: tuple, batch_size: int, loop_kind: str):
-  """(tx, init, chunk) of one problem and optimizer (config.optimizer's sorted items), built once per
-  process: a sweep or a resumed run in the same process reuses the compilations."""
-  tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer)))
-  init = jax.jit(lambda keys: init_state(problem.init_params, tx, keys))
-  chunk = make_train_chunk(loss_fn=make_loss_fn(problem), tx=tx, batch_size=batch_size, loop=loop_kind)
-  return tx, init, chunk
+# The experiment (the table's entry 'gmm'): a network family whose members are gmm.n x gmm.num_seeds.
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_evaluation(problem: Problem, num_samples: int):
-  return jax.jit(jax.vmap(functools.partial(evaluate_member, problem, num_samples=num_samples)))
-
-
-class Trainer:
-  """An ensemble of GMM members: data, state, compiled chunk and evaluation (the `loop.Trainer` of this
-  experiment; also the library form for notebooks: train(k), evaluate(), member_params(i))."""
-
-  def __init__(self, config: ml_collections.ConfigDict, members: list[Member] | None = None, mesh=None):
-    self.config = config
-    self.problem = problem_from_config(config)
-    self.members = members if members is not None else members_of(config)
-    if not self.members:
-      raise ValueError('a GMM ensemble needs at least one member')
-    self.mesh = mesh
-    self.batch_size = int(config.train.batch_size)
-    self.tx, init, self.chunk = _compiled_training(
-        self.problem, tuple(sorted(config.optimizer.to_dict().items())), self.batch_size,
-        resolve_loop(config.train.loop))
-    self._evaluate = _compiled_evaluation(self.problem, int(config.eval.num_samples))
-    # One draw per seed of its largest n; members slice it (the same points as their own draws: the
-    # threefry prefix property, see Member.data).
-    streams = {}
-    for m in self.members:
-      n_max = max(m2.n for m2 in self.members if m2.seed == m.seed)
-      if m.seed not in streams:
-        streams[m.seed] = (Member(n_max, m.seed).data(self.problem),
-                           m.test_data(self.problem, config.gmm.num_test))
-    xs = [streams[m.seed][0][0][:m.n] for m in self.members]
-    ys = [streams[m.seed][0][1][:m.n] for m in self.members]
-    tests = [streams[m.seed][1] for m in self.members]
-    x_pad, sizes = pad_stack(xs)
-    y_pad, _ = pad_stack(ys)
-    shard = member_sharding(mesh, len(self.members))
-    put = (lambda a: jax.device_put(a, shard)) if shard is not None else jnp.asarray
-    self.data = {'x': put(x_pad), 'y': put(y_pad)}
-    self.sizes = put(sizes)
-    self.test = {'x': put(np.stack([t[0] for t in tests])), 'y': put(np.stack([t[1] for t in tests]))}
-    self.train_sets = xs
-    self.state = init(jnp.stack([m.key for m in self.members]))
-    if mesh is not None:
-      self.state = jax.device_put(self.state, state_sharding(self.state, mesh))
-    self.num_params = parameter_count(self.problem)
-    self.summary: dict[str, Any] = {}
-
-  def train(self, num_steps: int, reset: bool = True) -> None:
-    """num_steps more steps of every member (one compiled call)."""
-    self.state = self.chunk(self.state, self.data, self.sizes, jnp.int32(num_steps), jnp.bool_(reset))
-
-  def evaluate(self, step: int | None = None) -> list[dict[str, Any]]:
-    """One metrics row per member at the current step (f_mem with its bootstrap interval, losses at fixed
-    time, score error, KL, sliced Wasserstein to the test points)."""
-    step = int(self.state.step) if step is None else step
-    ec = self.config.eval
-    keys = jnp.stack([m.eval_key(step) for m in self.members])
-    loss_keys = jnp.stack([m.loss_key for m in self.members])
-    out = jax.device_get(self._evaluate(self.state.params, self.data['x'], self.data['y'], self.sizes,
-                                        self.test['x'], self.test['y'], keys, loss_keys))
-    rows = []
-    for e, m in enumerate(self.members):
-      k_mem, k_sw = jax.random.split(jax.random.fold_in(keys[e], 1))
-      samples = out['samples'][e]
-      mem = memorization.memorization_metrics(samples, self.train_sets[e], k_mem, k=ec.memorization_k,
-                                              num_resamples=ec.bootstrap_resamples)
-      row = {'f_mem': float(mem['f_mem']), 'f_mem_lo': float(mem['f_mem_lo']),
-             'f_mem_hi': float(mem['f_mem_hi']),
-             'sw': float(quality.sliced_wasserstein(samples, self.test['x'][e], k_sw, 256))}
-      for k in ('loss_train_t', 'loss_test_t', 'score_err_t', 'score_err', 'kl'):
-        if k in out:
-          row[k] = float(out[k][e])
-      rows.append(row)
-    logging.info('gmm: step %d f_mem %s', step, ', '.join(f"{m.name} {r['f_mem']:.3f}"
-                                                         for m, r in zip(self.members, rows)))
-    return rows
-
-  def member_params(self, i: int):
-    return member(self.state.params, i)
-
-  def member_config(self, m: Member) -> ml_collections.ConfigDict:
-    return member_config(self.config, m)
-
-  def write_figures(self, rundir: RunDir, step: int) -> None:
-    """The analysis report draws this experiment's figures (`gmm.analysis`)."""
-    del rundir, step
-
-  def finish(self, rundir: RunDir, *, seconds: float) -> dict[str, Any]:
-    """summary.json of every member and of the ensemble (the fits tau_mem = c n^alpha over the members)."""
-    config = self.config
-    quality_key = QUALITY_KEYS[config.gmm.quality]
-    per_member = []
-    for m in self.members:
-      mdir = rundir.member(m.name)
-      s = timescales.run_summary(
-          mdir.read_metrics(), config.eval, quality_key, family='gmm', dataset='gmm', n=m.n,
-          width=config.gmm.width, seed=m.seed, d=config.gmm.d, batch_size=min(m.n, config.train.batch_size),
-          learning_rate=config.optimizer.learning_rate, optimizer=config.optimizer.name,
-          num_params=self.num_params, conditional=config.gmm.conditional)
-      mdir.write_summary(s)
-      per_member.append((m, s))
-    summary = timescales.ensemble_summary('gmm', config.eval, per_member, quality_key)
-    summary.update(num_params=self.num_params, seconds=seconds)
-    rundir.write_summary(summary)
-    logging.info('gmm: tau_mem exponent %s, summary in %s (%.1fs)', summary.get('tau_mem_fit'), rundir.root,
-                 seconds)
-    self.summary = summary
-    return summary
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The experiment (the table's entry 'gmm').
-
-
-class GMMExperiment:
+class GMMExperiment(NetworkExperiment):
   """Family 'gmm': vectorized ensembles of residual-MLP score models on the two-component mixture."""
 
   section = 'gmm'
+  data_depends_on_seed = True
+  ensemble_section = False   # members are gmm.n x gmm.num_seeds
+  default_metrics = ('memorization', 'losses', 'score_error', 'kl', 'sliced_wasserstein')
 
   def default_section(self) -> ml_collections.ConfigDict:
     """Data 1/2 N(mu, I) + 1/2 N(-mu, I), mu = mu_scale * ones(d), residual MLP score model; one member of a
-    vectorized ensemble per (n, seed). Also reads optimizer.*, train.*, and eval.num_samples /
-    memorization_k / bootstrap_resamples / loss_t_ou / loss_noise_draws / tau_gen_rel_tol / f_mem_threshold /
-    loss_gap_threshold."""
+    vectorized ensemble per (n, seed). Also reads optimizer.*, train.* and eval.*."""
     return ml_collections.ConfigDict(dict(
         d=8,
         mu_scale=1.0,
@@ -508,33 +390,52 @@ class GMMExperiment:
     """Write <workdir>/analysis (jaxdiff.analysis tables and figures) after a finished run."""
     return bool(config.gmm.analysis)
 
-  def prepare(self, config: ml_collections.ConfigDict, *, training: bool = True):
-    config_lib.validate(config, num_devices=jax.device_count() if training else None)
-    return sharding.make_mesh(config.mesh)
+  def members(self, config: ml_collections.ConfigDict) -> list[Member]:
+    """(n, seed) for n in gmm.n and seed = config.seed + s, s < gmm.num_seeds (always an ensemble layout:
+    one subdirectory per member, even for one)."""
+    return members_of(config)
 
-  def train(self, config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> Trainer:
-    """Train the ensemble of `config.gmm` in `workdir` (resuming from its checkpoint), evaluate at log-spaced
-    milestones, write per-member metrics and summaries and the ensemble summary. Returns the trainer
-    (`.summary` is {} when stopped before train.num_steps: run again to resume)."""
-    t_start = time.time()
-    trainer = Trainer(config, mesh=self.prepare(config))
-    tc = config.train
-    logging.info('gmm: %d members (n = %s, seeds %s), d=%d, W=%d (%d parameters), batch min(n, %d), %s lr %g',
-                 len(trainer.members), sorted({m.n for m in trainer.members}),
-                 sorted({m.seed for m in trainer.members}), config.gmm.d, config.gmm.width, trainer.num_params,
-                 tc.batch_size, config.optimizer.name, config.optimizer.learning_rate)
-    rundir = RunDir(workdir)
-    if loop.train(config, rundir, trainer, stop_at_step=stop_at_step, tag='gmm') == tc.num_steps:
-      trainer.finish(rundir, seconds=time.time() - t_start)
-    return trainer
+  def member_config(self, config: ml_collections.ConfigDict, m: Member) -> ml_collections.ConfigDict:
+    return member_config(config, m)
 
-  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, out_dir: str | None = None) -> dict[str, Any]:
-    """Evaluate the saved checkpoints of the ensemble again into out_dir (default <workdir>/eval)."""
-    t_start = time.time()
-    trainer = Trainer(config, mesh=self.prepare(config, training=False))
-    out = RunDir(out_dir or RunDir(workdir).file('eval'))
-    loop.evaluate_checkpoints(config, RunDir(workdir), out, trainer, tag='gmm')
-    return trainer.finish(out, seconds=time.time() - t_start)
+  def member_key(self, m: Member) -> jax.Array:
+    return m.key
+
+  def trainer(self, config: ml_collections.ConfigDict, mesh) -> Trainer:
+    return Trainer(config, mesh=mesh)
+
+  def load_data(self, config: ml_collections.ConfigDict) -> GMMData:
+    """The member's training set (the first n points of its seed's stream) and gmm.num_test test points."""
+    problem = problem_from_config(config)
+    m = Member(config.gmm.n[0], config.seed)
+    (x, y), (xt, yt) = m.data(problem), m.test_data(problem, config.gmm.num_test)
+    return GMMData(x, y, xt, yt)
+
+  def build_family(self, config: ml_collections.ConfigDict, data: GMMData) -> GMMFamily:
+    return GMMFamily(problem_from_config(config))
+
+  def quality_key(self, config: ml_collections.ConfigDict, evaluation) -> str:
+    return QUALITY_KEYS[config.gmm.quality]
+
+  def summary_info(self, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    g = config.gmm
+    return dict(family='gmm', dataset='gmm', n=g.n[0], width=g.width, seed=config.seed, d=g.d,
+                batch_size=min(g.n[0], config.train.batch_size), learning_rate=config.optimizer.learning_rate,
+                optimizer=config.optimizer.name, conditional=g.conditional)
+
+
+class Trainer(EnsembleTrainer):
+  """An ensemble of GMM members (the shared ensemble trainer); also the library form for notebooks:
+  train(k), evaluate(), member_params(i)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, members: list[Member] | None = None, mesh=None):
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    super().__init__(EXPERIMENT, config, mesh, members if members is not None else members_of(config))
+    self.problem = problem_from_config(config)
+
+  def evaluate(self, step: int | None = None) -> list[dict[str, Any]] | None:
+    """One metrics row per member at `step` (default: the current step)."""
+    return super().evaluate(int(self.state.step) if step is None else step)
 
 
 def _validate_gmm(g: ml_collections.ConfigDict) -> None:
@@ -561,6 +462,6 @@ def _validate_gmm(g: ml_collections.ConfigDict) -> None:
 
 EXPERIMENT = GMMExperiment()
 
-__all__ = ['Problem', 'Member', 'Trainer', 'GMMExperiment', 'EXPERIMENT', 'mean_vector', 'sample_data', 'log_density',
-           'score', 'problem_from_config', 'parameter_count', 'make_loss_fn', 'kl_to_truth', 'evaluate_member',
-           'members_of', 'member_config']
+__all__ = ['Problem', 'GMMFamily', 'GMMData', 'Member', 'Trainer', 'GMMExperiment', 'EXPERIMENT', 'mean_vector',
+           'sample_data', 'log_density', 'score', 'problem_from_config', 'parameter_count', 'losses', 'make_loss_fn',
+           'kl_to_truth', 'members_of', 'member_config']

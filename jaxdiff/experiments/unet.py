@@ -63,8 +63,10 @@ class DDPM:
     """The DDPM step nearest to OU time t_ou (the 'losses' evaluator's fixed time)."""
     return int(ddpm.step_from_ou_time(self.schedule, t_ou))
 
-  def loss_at(self, model, x, t, key):
-    """Per-example eps-MSE at steps t, without dropout (evaluation). x: [B, H, W, C], t: [B] -> [B]."""
+  def loss_at(self, model, x, t, key, y=None):
+    """Per-example eps-MSE at steps t, without dropout (evaluation). x: [B, H, W, C], t: [B] -> [B].
+    y: ignored; a class-conditional model is evaluated on its null class."""
+    del y
     y = None
     if self.config.model.num_classes > 0:
       y = jnp.full((x.shape[0],), self.config.model.num_classes, jnp.int32)
@@ -81,7 +83,7 @@ class DDPM:
 class UNetExperiment(NetworkExperiment):
   """Family 'ddpm': DDPM U-Nets on images."""
 
-  ensemble_section = True   # ensembles of config.ensemble.n
+  default_metrics = ('memorization', 'losses', 'quality')
 
   def validate(self, config: ml_collections.ConfigDict) -> None:
     """The checks of the U-Net (`model`), the DDPM schedule and sampler (`diffusion`), the reference sets."""
@@ -113,7 +115,7 @@ class UNetExperiment(NetworkExperiment):
     require(df.sample_steps <= df.num_steps, 'diffusion.sample_steps',
             f'must be <= diffusion.num_steps ({df.num_steps}), got {df.sample_steps}')
     require(df.eta >= 0, 'diffusion.eta', f'must be >= 0, got {df.eta}')
-    if e.enabled and e.features and 'quality' in e.metrics:
+    if e.enabled and e.features and 'quality' in self.metrics(config):
       sets, per_set = e.num_reference_sets, e.num_reference or d.n_test // e.num_reference_sets
       require(sets * per_set <= d.n_test, 'eval.num_reference',
               f'{sets} disjoint reference set(s) of {per_set} test images need data.n_test >= {sets * per_set}, '
