@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import ROOT, tiny_config, tiny_gmm_config
+from conftest import ROOT, apply_overrides, tiny_config, tiny_gmm_config
 from jaxdiff import config as config_lib
 from jaxdiff import experiments, sweep
 from jaxdiff.diffusion import ou
@@ -121,13 +121,7 @@ def toy_config(**overrides):
   c.train.log_every, c.train.checkpoint_every, c.train.num_milestones = 10, 20, 4
   c.eval.metrics = ('memorization', 'losses')
   c.eval.num_samples, c.eval.bootstrap_resamples, c.eval.loss_batch_size = 32, 100, 16
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return apply_overrides(c, overrides)
 
 
 def _strip(rows):

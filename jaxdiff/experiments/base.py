@@ -165,7 +165,7 @@ class NetworkTrainer:
   members: list[Member]
   state: TrainState
   num_params: int
-  summary: dict[str, Any] = {}
+  summary: dict[str, Any]   # summary.json once finished, {} before
 
   def member_config(self, m: Member) -> ml_collections.ConfigDict:
     return self.experiment.member_config(self.config, m)
@@ -254,6 +254,7 @@ class NetworkTrainer:
              members: list[Member]) -> None:
     """Data, families and evaluations of every distinct training set; the graphdef and parameter count."""
     self.experiment, self.config, self.mesh, self.members = experiment, config, mesh, members
+    self.summary = {}
     self.data_sets, self.families, self.evaluations = {}, {}, {}
     for m in members:
       k = self._data_key(m)
