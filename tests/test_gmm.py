@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import tiny_gmm_config
+from conftest import ROOT, run_python, tiny_gmm_config
 from jaxdiff import config as config_lib
 from jaxdiff import experiments
 from jaxdiff.diffusion import ou
@@ -192,3 +192,29 @@ def test_cpu_sweep_tau_mem_grows_linearly_with_n(tmp_path):
   fit = summary['tau_mem_fit']
   assert 0.8 <= fit['alpha'] <= 1.2, (fit, taus)
   assert 0.8 <= summary['tau_mem_loss_fit']['alpha'] <= 1.2, summary['tau_mem_loss_fit']
+
+
+def test_an_ensemble_split_over_four_devices_trains_like_one_device():
+  """The shared ensemble trainer splits members over the mesh's 'data' axis (4 members on 4 fake devices): the
+  same parameters as on one device, and the same evaluation rows."""
+  code = """
+import json, tempfile, jax, numpy as np
+from conftest import tiny_gmm_config
+from jaxdiff import experiments
+assert jax.device_count() == 4
+out, rows = {}, {}
+for nd in (1, 4):
+  c = tiny_gmm_config(**{'gmm.num_seeds': 2, 'mesh.data': nd, 'train.num_steps': 20})
+  t = experiments.train(c, tempfile.mkdtemp())
+  leaf = jax.tree.leaves(t.state.params)[0]
+  assert len(leaf.sharding.device_set) == nd and leaf.shape[0] == 4
+  out[nd] = [np.asarray(x) for x in jax.tree.leaves(t.state.params)]
+  rows[nd] = [m['f_mem_final'] for m in t.summary['members']]
+print('WORST', max(float(np.abs(a - b).max()) for a, b in zip(out[1], out[4])))
+print('ROWS', json.dumps(rows[1] == rows[4]))
+"""
+  r = run_python(code, devices=4, env={'PYTHONPATH': os.path.join(ROOT, 'tests')})
+  assert r.returncode == 0, r.stderr[-3000:]
+  worst = float(r.stdout.split('WORST')[1].split()[0])
+  assert worst < 1e-5, worst
+  assert 'ROWS true' in r.stdout
