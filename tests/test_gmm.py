@@ -1,4 +1,4 @@
-"""The Gaussian-mixture experiment (jaxdiff/gmm.py, SPEC section 2) and its residual MLP."""
+"""The Gaussian-mixture experiment (jaxdiff/experiments/gmm.py, SPEC section 2) and its residual MLP."""
 
 import dataclasses
 import json

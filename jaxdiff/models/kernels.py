@@ -83,8 +83,9 @@ def _member_conv(strides, pads, lhs_dilation=None, rhs_dilation=None, precision=
   def _rule(axis_size, in_batched, x, w):
     del axis_size
     x_batched, w_batched = in_batched
-    # With several devices the members may be split over them (unet_ensemble shards them over 'data'); a loop
-    # over a split axis would gather every member onto every device, so there lax's grouped convolution stays.
+    # With several devices the members may be split over them (the EnsembleTrainer of jaxdiff/experiments/base.py
+    # shards them over 'data'); a loop over a split axis would gather every member onto every device, so there
+    # lax's grouped convolution stays.
     if x_batched and w_batched and jax.device_count() == 1:
       return lax.map(lambda xw: conv(*xw), (x, w)), True
     if x_batched or w_batched:   # one operand shared: one convolution over a larger batch or more features
