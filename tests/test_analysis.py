@@ -123,3 +123,16 @@ def test_cli_writes_tables_and_figures(sweep_dir, tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'jaxdiff.analysis', '--workdirs', out, '--out', out],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and 'no run directories' in bad.stderr
+
+
+@pytest.mark.parametrize('order', [(0, 1), (1, 0)])
+def test_phase_diagram_counts_every_seed_of_an_n_whatever_their_order(order):
+  """n* is the smallest n from which on no run memorized: a memorized seed at n = 64 rules 64 out, whichever of
+  the two seeds comes first."""
+  seeds = [{'n': 64, 'tau_gen': 10.0, 'tau_mem_fmem': 5.0, 'last_step': 100, 'width': 8, 'num_params': 1},
+           {'n': 64, 'tau_gen': 10.0, 'tau_mem_fmem': None, 'last_step': 100, 'width': 8, 'num_params': 1}]
+  rows = [seeds[order[0]], seeds[order[1]],
+          {'n': 32, 'tau_gen': 10.0, 'tau_mem_fmem': 2.0, 'last_step': 100, 'width': 8, 'num_params': 1},
+          {'n': 128, 'tau_gen': 10.0, 'tau_mem_fmem': None, 'last_step': 100, 'width': 8, 'num_params': 1}]
+  (row,) = fits.phase_diagram(rows, multiples=(1.0,))
+  assert row['n_star'] == 128

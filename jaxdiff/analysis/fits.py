@@ -125,10 +125,11 @@ def phase_diagram(rows: Sequence[Mapping[str, Any]], *, multiples: Sequence[floa
           mem = None
         points.append((r.get('n'), mem))
       clean = [n for n, mem in points if mem is False]
-      # The smallest n from which on every known run is clean (memorization stops above n*).
+      # The smallest n from which on every known run is clean (memorization stops above n*); runs of the same n
+      # (several seeds) count together, whatever their order.
       n_star = None
-      for i, (n, mem) in enumerate(points):
-        if mem is False and all(m2 is not True for _, m2 in points[i:]):
+      for n, mem in points:
+        if mem is False and all(m2 is not True for n2, m2 in points if (n2 or 0) >= (n or 0)):
           n_star = n
           break
       out.append({'p': group[-1], 'width': subset[0].get('width'), 'multiple': float(k), 'tau': tau,
