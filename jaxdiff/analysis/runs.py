@@ -14,9 +14,10 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 
-from jaxdiff import timescales
+from jaxdiff import experiments, timescales
 from jaxdiff.analysis.fits import normalization_reference, normalized_step
 from jaxdiff.io.rundir import json_safe
 from jaxdiff.io.writers import METRICS_FILE, read_metrics
@@ -81,33 +82,39 @@ def _get(d: dict | None, dotted: str, default=None):
   return d
 
 
+def _declared_info(family: str, config: dict[str, Any] | None) -> dict[str, Any]:
+  """What the family's experiment would record in summary.json for this config (`summary_info`), or {} when
+  the family or the config is unknown (a run of another version, a partial config.json)."""
+  if not config:
+    return {}
+  try:
+    experiment = experiments.get(family)
+    return dict(experiment.summary_info(ml_collections.ConfigDict(config)))
+  except (ValueError, AttributeError, KeyError, TypeError, IndexError):
+    return {}
+
+
 def run_info(config: dict[str, Any] | None, summary: dict[str, Any] | None) -> dict[str, Any]:
-  """Hyperparameters of a run: summary.json first, then config.json (U-Net or GMM layout)."""
+  """Hyperparameters of a run: summary.json first, then what its experiment reads from config.json."""
   s = summary or {}
   family = s.get('family') or _get(config, 'family', 'ddpm')
-  if family == 'gmm':
-    n_cfg = _get(config, 'gmm.n')
-    n = n_cfg[0] if isinstance(n_cfg, (list, tuple)) and len(n_cfg) == 1 else None
-    width = _get(config, 'gmm.width')
-    dataset = 'gmm'
-  else:
-    n, width, dataset = _get(config, 'data.n'), _get(config, 'model.width'), _get(config, 'data.name')
-  n = s.get('n', n)
-  batch = s.get('batch_size', _get(config, 'train.batch_size'))
+  declared = _declared_info(family, config)
+  get = lambda k: s.get(k, declared.get(k))  # noqa: E731
+  n, batch = get('n'), get('batch_size')
   info = {
       'family': family,
-      'dataset': s.get('dataset', dataset),
+      'dataset': get('dataset'),
       'n': n,
-      'width': s.get('width', width),
+      'width': get('width'),
       'num_params': s.get('num_params'),
       # The effective batch is min(n, batch_size) (config.effective_batch_size).
       'batch_size': min(n, batch) if n is not None and batch is not None else batch,
-      'learning_rate': s.get('learning_rate', _get(config, 'optimizer.learning_rate')),
-      'optimizer': s.get('optimizer', _get(config, 'optimizer.name')),
-      'seed': s.get('seed', _get(config, 'seed')),
+      'learning_rate': get('learning_rate'),
+      'optimizer': get('optimizer'),
+      'seed': get('seed'),
   }
-  if family == 'gmm':
-    info['conditional'] = s.get('conditional', _get(config, 'gmm.conditional'))
+  if 'conditional' in s or 'conditional' in declared:
+    info['conditional'] = get('conditional')
   return info
 
 
