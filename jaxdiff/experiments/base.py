@@ -39,22 +39,18 @@ from jaxdiff.io.rundir import RunDir
 from jaxdiff.train import loop
 from jaxdiff.train.loop import Member
 from jaxdiff.train.steps import (TrainState, init_state, make_optimizer, make_train_chunk, member, member_sharding,
-                                 network_init_fn, network_loss_fn, pad_stack,
-                                 resolve_loop, state_sharding)
+                                 network_init_fn, network_loss_fn, pad_stack, resolve_loop, state_sharding)
 
 
 class Dataset(Protocol):
   """A family's data: host arrays. train: [n, ...] model-space examples; train_labels: [n] int; test: [m, ...];
-  value_range: (lo, hi), the values pixels 0 and 1 map to; scale = hi - lo; to_pixels(x): model space -> [0, 1]
-  (for figures and feature extractors); name: shown in logs."""
+  test_labels: [m]; name: shown in logs. Image data also has value_range: (lo, hi), the values pixels 0 and 1
+  map to; scale = hi - lo; to_pixels(x): model space -> [0, 1] (for figures and feature extractors)."""
   train: np.ndarray
   train_labels: np.ndarray
   test: np.ndarray
-  value_range: tuple[Any, Any]
-  scale: float
+  test_labels: np.ndarray
   name: str
-
-  def to_pixels(self, x) -> np.ndarray: ...
 
 
 class NetworkExperiment:
