@@ -37,7 +37,7 @@ def tiny_config(**overrides):
   c.model.num_res_blocks = 1
   # Tests are compile-bound (tiny models, few steps): Flax's kernels compile faster than the CPU ones
   # (jaxdiff/models/kernels.py), which test_models checks against them, and one compiled step faster than the
-  # device loop's program (U-Net ensemble test, cold cache: 85 s against 100 s); test_train checks that the
+  # device loop's program (bench/README.md, "Tests"); test_train checks that the
   # two loops train alike, and the quickstart notebook test runs the defaults (CPU kernels, device loop).
   c.model.kernels = 'xla'
   c.train.loop = 'host'

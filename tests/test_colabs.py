@@ -25,7 +25,7 @@ from jaxdiff.train.steps import log_spaced_milestones
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.expanduser('~/.cache/jaxdiff/xla-tests')
 NOTEBOOKS = ('quickstart', 'random_features', 'analysis')
-TIMEOUT = 900   # seconds per notebook; measured 45-170 s (quickstart, warm / cold cache) on the shared 2-core CPU
+TIMEOUT = 900   # seconds per notebook: generous against the measured times (bench/README.md, "Tests")
 
 # What each test reads from its notebook's kernel: {key: Python expression over the notebook's variables}.
 RESULTS = {
@@ -88,8 +88,8 @@ def executions(tmp_path_factory):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
              JAXDIFF_NOTEBOOK_SMALL='1', JAX_COMPILATION_CACHE_DIR=CACHE,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
-             # The small runs are compile-bound: unoptimized CPU code compiles ~40% faster (measured: 78 s
-             # instead of 126 s of CPU for the small quickstart with a cold cache) and runs fast enough.
+             # The small runs are compile-bound: unoptimized CPU code compiles faster (bench/README.md, "Tests")
+             # and runs fast enough.
              XLA_FLAGS='--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true')
   for key in ('MPLBACKEND', 'JAXDIFF_SWEEP_DIRS', 'JAXDIFF_NOTEBOOK_WORKDIR', 'JAXDIFF_REPO'):
     env.pop(key, None)

@@ -180,7 +180,7 @@ def test_bad_gmm_config_names_the_field():
 def test_cpu_sweep_tau_mem_grows_linearly_with_n(tmp_path):
   """The `cpu` configuration of configs/gmm_mlp.py: n in {32, 64, 128, 256} as one vectorized ensemble, the
   fitted exponent of tau_mem (f_mem leaves 0) against n lies in [0.8, 1.2] (paper 1: tau_mem ~ n).
-  ~3.5 minutes on a 2-core CPU: python -m pytest -m slow tests/test_gmm.py"""
+  Run with `python -m pytest -m slow tests/test_gmm.py` (its time: bench/README.md, "Tests")."""
   from jaxdiff import sweep
   config = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                                  'configs', 'gmm_mlp.py')).get_config('cpu')

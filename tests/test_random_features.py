@@ -153,7 +153,7 @@ main.run()
 
 
 def test_tau_mem_is_linear_in_psi_n(tmp_path):
-  """configs/rf_timescales.py with one seed and 20 evaluation times (~20 s here): the fitted slope of
+  """configs/rf_timescales.py with one seed and 20 evaluation times: the fitted slope of
   log tau_mem (psi_p / (Delta_t lambda_min) of the realized U) against log psi_n over {4, 8, 16, 32} is
   1 +- 0.15, the closed form agrees (each tau_mem within 2x at d = 16), and the best E_score decreases with psi_n."""
   from configs.rf_timescales import get_config
@@ -174,7 +174,7 @@ def test_tau_mem_is_linear_in_psi_n(tmp_path):
 def test_rf_timescales_config_end_to_end(tmp_path):
   """configs/rf_timescales.py: tau_mem ~ psi_n (slope 1 +- 0.15) and E_score improves with n.
 
-  Measured on the shared 2-core CPU: 66 s (run alone). tau_mem is paper 1's psi_p / (Delta_t lambda_min),
+  Its time: bench/README.md, "Tests". tau_mem is paper 1's psi_p / (Delta_t lambda_min),
   lambda_min the lower edge of the memorization bulk of each realized U; the closed form agrees. The L_gen
   crossing is recorded but grows slower than n at psi_p = 64 (the bulk is wide at psi_p / psi_n = 2; see the
   config's docstring and the next test).
@@ -194,8 +194,7 @@ def test_rf_timescales_config_end_to_end(tmp_path):
 def test_measured_tau_mem_is_linear_in_n_when_psi_p_is_large(tmp_path):
   """configs/rf_timescales.py:wide (psi_p = 256, d = 32): tau_mem measured on the curves, where the
   seed-averaged L_gen reaches half its final value (timescales.first_crossing, as for U-Net runs), grows like
-  psi_n: slope 1 +- 0.15. Measured on an H200: 1.02 (15 s); on a 2-core CPU the eight 8192 x 8192 float64
-  eigendecompositions take tens of minutes.
+  psi_n: slope 1 +- 0.15. GPU work: eight 8192 x 8192 float64 eigendecompositions (bench/README.md, "Tests").
   """
   from configs.rf_timescales import get_config
   from jaxdiff import experiments

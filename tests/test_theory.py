@@ -99,7 +99,7 @@ def test_paper_spectrum_d100():
   """SPEC: d = 100, psi_p = 64, psi_n = 8, t = 0.01. The Gaussian equivalent follows rho closely; the true
   tanh features agree on rho_2 and are wider on rho_1 (finite-d non-Gaussian corrections).
 
-  Measured on a 2-core CPU: ~4 minutes (two 6400 x 6400 float64 eigenvalue problems and U with exact E_xi).
+  Two 6400 x 6400 float64 eigenvalue problems and U with exact E_xi (its time: bench/README.md, "Tests").
   """
   t, d, psi_p, psi_n = 0.01, 100, 64.0, 8.0
   p, n = int(psi_p * d), int(psi_n * d)
