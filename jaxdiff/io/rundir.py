@@ -111,10 +111,6 @@ class RunDir:
   def read_metrics(self) -> list[dict[str, Any]]:
     return read_metrics(self.root)
 
-  @property
-  def metrics_path(self) -> str:
-    return self.file(METRICS_FILE)
-
   def checkpoints(self, milestones: Sequence[int] = (), keep_milestones: bool = True) -> Checkpoints:
     """The Orbax checkpoints in <root>/checkpoints (every process opens them: saving is collective)."""
     return Checkpoints(self.root, milestones, keep_milestones)

@@ -300,8 +300,3 @@ def network_init_fn(init) -> Callable[[jax.Array], Any]:
 def member(tree: Any, i: int) -> Any:
   """Member i of a stacked pytree (leaves [E, ...] -> [...])."""
   return jax.tree.map(lambda x: x[i], tree)
-
-
-def stack(trees: Sequence[Any]) -> Any:
-  """Stack per-member pytrees into one with leaves [E, ...]."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
