@@ -70,9 +70,10 @@ def test_sharded_over_8_devices_matches_reference():
       assert mesh.shape['data'] == 8
       samples, train, _ = _planted(seed=1, n=301, m=91)    # neither divisible by 8: padding on both axes
       for shard in ('train', 'samples'):
-        f = jax.jit(lambda s, t: memorization.nearest_two_sharded(s, t, mesh, shard=shard, chunk_size=16,
-                                                                  group_size=4, num_candidates=4))
-        _assert_matches_reference(f(samples, train), samples, train)
+        for k in (4, 2):   # 2 candidates: hardly any certificate, every shard searches exhaustively
+          f = jax.jit(lambda s, t: memorization.nearest_two_sharded(s, t, mesh, shard=shard, chunk_size=16,
+                                                                    group_size=4, num_candidates=k))
+          _assert_matches_reference(f(samples, train), samples, train)
       # Fewer training images than devices: most shards hold only padding.
       few = jax.jit(lambda s, t: memorization.nearest_two_sharded(s, t, mesh))(samples, train[:5])
       _assert_matches_reference(few, samples, train[:5])
@@ -126,12 +127,50 @@ def test_cancellation_cannot_flip_a_decision():
 def test_certificate_flags_when_candidates_may_miss_the_true_neighbours():
   samples, train, _ = _planted(seed=4, n=64, m=30)
   assert np.all(np.asarray(memorization.nearest_two(samples, train, num_candidates=64)['certified']))
-  # 12 bright near-twins and only 3 candidates: the fast pass cannot tell them apart, so no certificate.
+  # Bright near-twins at +1000 and their mirror images at -1000 (the training mean, near 0, removes no offset),
+  # only 3 candidates: the fast pass's rounding (|x|^2 ~ 5e7) swamps the twins' differences (~1e-2), so it cannot
+  # certify, and its candidates miss the true neighbours; the exhaustive search still finds them exactly.
   rng = np.random.default_rng(5)
-  base = 1000.0 + rng.random(SHAPE)
-  twins = (base + 0.01 * rng.standard_normal((12,) + SHAPE)).astype(np.float32)
-  out = memorization.nearest_two(twins[:4], twins, num_candidates=3)
+  d = int(np.prod(SHAPE))
+  base = 1000.0 + rng.random(d)
+  twins = base + 0.02 * rng.standard_normal((12, d))
+  train = np.concatenate([twins, -twins]).astype(np.float32).reshape((-1,) + SHAPE)
+  samples = (base + 0.02 * rng.standard_normal((8, d))).astype(np.float32).reshape((-1,) + SHAPE)
+  out = memorization.nearest_two(samples, train, num_candidates=3)
   assert not np.any(np.asarray(out['certified']))
+  _assert_matches_reference(out, samples, train)
+
+
+def test_uncertified_samples_are_searched_exhaustively_so_every_decision_is_exact():
+  """Two candidates leave (nearly) every sample without a certificate: each is searched over the whole training
+  set, and indices, distances and decisions equal the float64 brute force, in one chunk or several."""
+  samples, train, idx = _planted(seed=6)
+  for chunk_size in (4096, 64):
+    out = memorization.nearest_two(samples, train, num_candidates=2, chunk_size=chunk_size, group_size=8)
+    assert np.sum(~np.asarray(out['certified'])) > len(samples) // 2
+    _assert_matches_reference(out, samples, train)
+  metrics = memorization.memorization_metrics(samples, train, jax.random.key(0), num_candidates=2)
+  assert int(metrics['num_uncertified']) > len(samples) // 2   # counted: they needed the exhaustive search
+  d1, d2, _, _ = _reference(samples, train)
+  assert float(metrics['f_mem']) == pytest.approx(np.mean(d1 / d2 < 1 / 3))
+
+
+@pytest.mark.parametrize('offset', [0.0, 1e4])
+def test_raw_pixel_values_with_a_large_offset_give_the_brute_force_decisions(offset):
+  """Raw 0-255 pixels (plus a large common offset): the fast pass works on data centred on the training mean,
+  so it keeps its certificate, and near-copies, borderline copies and fresh images are decided as in float64."""
+  rng = np.random.default_rng(7)
+  train = (np.floor(256 * rng.random((200,) + SHAPE)) + offset).astype(np.float32)
+  idx = rng.integers(0, 200, 60)
+  noise = np.array([1.0, 10.0, 30.0])[np.arange(60) % 3][:, None, None, None]
+  copies = train[idx] + noise * rng.standard_normal((60,) + SHAPE)
+  fresh = np.floor(256 * rng.random((40,) + SHAPE)) + offset
+  samples = np.concatenate([copies, fresh]).astype(np.float32)
+  out = memorization.nearest_two(samples, train, num_candidates=4)
+  assert np.all(np.asarray(out['certified']))
+  _assert_matches_reference(out, samples, train)
+  d1, d2, _, _ = _reference(samples, train)
+  assert np.any(d1 / d2 < 1 / 3) and np.any(d1 / d2 > 1 / 3)   # both decisions occur
 
 
 def test_bootstrap_interval_matches_numpy():

@@ -9,15 +9,21 @@ How the neighbours are found (samples [M, D] against training images [N, D], D =
    (`lax.scan` over chunks keeps memory at [M, chunk]); a running top-k (k = `num_candidates` > 2) per
    sample, selected in two levels (group minima, then the members of the best groups) so that selection
    costs about one extra read of the product. |x|^2 is common to a row and is left out of the ranking.
+   The fast pass works on both sets centred on the training set's mean (distances are translation invariant),
+   so that raw 0-255 pixels or a large common offset do not inflate |x|^2 + |y|^2; the exact passes below use
+   the data as given (differences of nearby values are exact in float32, differences of centred values not).
 2. Exact pass: the k candidates' distances are recomputed as sums of squared differences and re-ranked. The
    fast pass loses digits when |x|^2 + |y|^2 >> ||x - y||^2 (a near-copy of a bright image), which is exactly
    where the memorization decision is made; the exact pass cannot be fooled by that cancellation as long as
    the true top-2 are among the k candidates. `certified` says, per sample, that they provably are: the exact
    second distance is below the fast k-th distance minus a bound on the fast pass's rounding error.
-3. Sharded (`nearest_two_sharded`): the training set is split over the mesh axis 'data'; each device finds
+3. Exact fallback: a sample without the certificate is searched again by brute force, as sums of squared
+   differences over every training image (`lax.map` over the samples, a `lax.cond` per sample, so certified
+   samples cost nothing), so every decision is exact; `num_uncertified` counts the samples that needed it.
+4. Sharded (`nearest_two_sharded`): the training set is split over the mesh axis 'data'; each device finds
    the exact top-2 of its shard (global indices), an all_gather brings the [devices, M, 2] candidates to
-   every device and they are merged by exact distance. Or the samples are split and the training set is
-   replicated (no collective).
+   every device and they are merged by exact distance (each shard's fallback covers its own images). Or the
+   samples are split and the training set is replicated (no collective).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from jaxdiff.sharding import DATA
 CHUNK_SIZE = 32768     # training images per matmul: memory ~ M * CHUNK_SIZE floats
 NUM_CANDIDATES = 8     # fast-pass candidates re-ranked exactly
 GROUP_SIZE = 64        # two-level selection (see _fast_candidates)
+FALLBACK_FLOATS = 2 ** 22   # the exact fallback reads training images in blocks of ~this many floats (16 MB)
 
 
 def _fast_pass_rel_error(precision, dim: int) -> float:
@@ -77,11 +84,13 @@ def _top_k_smallest(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Ar
   return -neg, jnp.take_along_axis(index, pos, axis=-1)
 
 
-def _fast_candidates(x: jax.Array, y: jax.Array, valid: jax.Array, index_offset: jax.Array | int, *,
-                     num_candidates: int, chunk_size: int, group_size: int,
+def _fast_candidates(x: jax.Array, y: jax.Array, valid: jax.Array, index_offset: jax.Array | int,
+                     centre: jax.Array, *, num_candidates: int, chunk_size: int, group_size: int,
                      precision) -> tuple[jax.Array, jax.Array]:
-  """Fast pass. x: [M, D]; y: [N, D]; valid: [N] bool. Returns (score [M, k], global index [M, k]) where
-  score = ||x - y||^2 - |x|^2 (approximate), sorted ascending; invalid rows never win unless k > #valid.
+  """Fast pass. x: [M, D]; y: [N, D]; valid: [N] bool; centre: [D] subtracted from both (chunk by chunk, no
+  copy of y). Returns (score [M, k], global index [M, k], yy_max) where score = ||x - y||^2 - |x - centre|^2
+  (approximate), sorted ascending, invalid rows never winning unless k > #valid, and yy_max the largest
+  |y - centre|^2 of a valid row (for the certificate).
 
   Selection per chunk [M, C] in two levels, because a full top-k over C costs several times the matmul on a
   GPU while a min-reduction is one read of the product: the minimum of each group of `group_size`
@@ -90,26 +99,30 @@ def _fast_candidates(x: jax.Array, y: jax.Array, valid: jax.Array, index_offset:
   k-th holds no score of rank <= k, since each better-ranked group minimum is a distinct smaller score).
   """
   n, m = y.shape[0], x.shape[0]
+  x = x - centre
   g = max(1, min(group_size, n))
   # Equal chunks of at most ~chunk_size, each a multiple of the group size (padding < one group per chunk).
   num_chunks = -(-n // max(1, min(chunk_size, n)))
   chunk = -(-(-(-n // num_chunks)) // g) * g
   pad = num_chunks * chunk - n
-  yy = jnp.where(valid, jnp.sum(y * y, axis=1), jnp.inf)
   if pad:
     y = jnp.pad(y, ((0, pad), (0, 0)))
-    yy = jnp.pad(yy, (0, pad), constant_values=jnp.inf)
+    valid = jnp.pad(valid, (0, pad))
   y_chunks = y.reshape(num_chunks, chunk, y.shape[1])
-  yy_chunks = yy.reshape(num_chunks, chunk)
+  valid_chunks = valid.reshape(num_chunks, chunk)
   num_groups = chunk // g
   kg = min(num_candidates, num_groups)
   k = min(num_candidates, kg * g)
 
   def body(carry, inputs):
-    best_s, best_i = carry
-    c, yc, yyc = inputs
+    best_s, best_i, yy_max = carry
+    c, yc, vc = inputs
+    yc = yc - centre                                  # one centred chunk at a time
+    yyc = jnp.sum(yc * yc, axis=1)
+    yy_max = jnp.maximum(yy_max, jnp.max(jnp.where(vc, yyc, 0.0)))
     # -2 x.y + |y|^2 (|x|^2 is common to the row and does not change the ranking).
-    s = (yyc[None, :] - 2.0 * jnp.dot(x, yc.T, precision=precision)).reshape(m, num_groups, g)
+    s = (jnp.where(vc, yyc, jnp.inf)[None, :] - 2.0 * jnp.dot(x, yc.T, precision=precision)
+         ).reshape(m, num_groups, g)
     _, groups = jax.lax.top_k(-jnp.min(s, axis=2), kg)                          # [M, kg]
     members = jnp.take_along_axis(s, groups[:, :, None], axis=1).reshape(m, kg * g)
     member_i = (groups[:, :, None] * g + jnp.arange(g, dtype=jnp.int32)).reshape(m, kg * g)
@@ -118,17 +131,20 @@ def _fast_candidates(x: jax.Array, y: jax.Array, valid: jax.Array, index_offset:
     # Merge the running top-k with this chunk's top-k.
     merged_s = jnp.concatenate([best_s, local_s], axis=1)
     merged_i = jnp.concatenate([best_i, local_i], axis=1)
-    return _top_k_smallest(merged_s, merged_i, num_candidates), None
+    return (*_top_k_smallest(merged_s, merged_i, num_candidates), yy_max), None
 
   init = (jnp.full((m, num_candidates), jnp.inf, jnp.float32),
-          jnp.full((m, num_candidates), -1, jnp.int32))
-  (best_s, best_i), _ = jax.lax.scan(body, init, (jnp.arange(num_chunks, dtype=jnp.int32), y_chunks, yy_chunks))
-  return best_s, best_i
+          jnp.full((m, num_candidates), -1, jnp.int32), jnp.float32(0.0))
+  (best_s, best_i, yy_max), _ = jax.lax.scan(
+      body, init, (jnp.arange(num_chunks, dtype=jnp.int32), y_chunks, valid_chunks))
+  return best_s, best_i, yy_max
 
 
 def _exact_top2(x: jax.Array, y_local: jax.Array, cand_i: jax.Array, cand_s: jax.Array, index_offset,
-                yy_max: jax.Array, *, sample_chunk_size: int | None, rel_error: float) -> dict[str, jax.Array]:
-  """Exact pass on the candidates: squared distances as sums of squared differences, re-ranked."""
+                xx: jax.Array, yy_max: jax.Array, *, sample_chunk_size: int | None,
+                rel_error: float) -> dict[str, jax.Array]:
+  """Exact pass on the candidates: squared distances as sums of squared differences, re-ranked. xx: [M] and
+  yy_max: the fast pass's squared norms (of the centred data), for the certificate."""
   num_candidates = cand_i.shape[1]
   n_local = y_local.shape[0]
 
@@ -150,7 +166,6 @@ def _exact_top2(x: jax.Array, y_local: jax.Array, cand_i: jax.Array, cand_s: jax
   # Sort by (distance, index): ties (duplicated training images) go to the lower index.
   top_d2, top_i = jax.lax.sort((d2, cand_i), dimension=1, num_keys=2)
   top_d2, top_i = top_d2[:, :2], top_i[:, :2]
-  xx = jnp.sum(x * x, axis=1)
   if num_candidates >= n_local:
     certified = jnp.ones(x.shape[0], bool)
   else:
@@ -161,14 +176,54 @@ def _exact_top2(x: jax.Array, y_local: jax.Array, cand_i: jax.Array, cand_s: jax
           'certified': certified}
 
 
-def _nearest_two_local(x, y, valid, index_offset, *, num_candidates, chunk_size, group_size,
+def _brute_top2(xi: jax.Array, y: jax.Array, valid: jax.Array, index_offset) -> tuple[jax.Array, jax.Array]:
+  """Exact top-2 of one sample xi [D] over the valid rows of y [N, D]: (squared distances [2], indices [2]),
+  ties to the lower index. Reads y in blocks of ~FALLBACK_FLOATS floats."""
+  n, d = y.shape
+  block = max(1, min(n, FALLBACK_FLOATS // max(d, 1)))
+  num_blocks = -(-n // block)
+  pad = num_blocks * block - n
+  yb = jnp.pad(y, ((0, pad), (0, 0))).reshape(num_blocks, block, d)
+  vb = jnp.pad(valid, (0, pad)).reshape(num_blocks, block)
+
+  def body(carry, inputs):
+    best_d, best_i = carry
+    b, yc, vc = inputs
+    diff = yc - xi[None, :]
+    dist = jnp.where(vc, jnp.sum(diff * diff, axis=1), jnp.inf)
+    idx = b * block + jnp.arange(block, dtype=jnp.int32) + index_offset
+    merged = jax.lax.sort((jnp.concatenate([best_d, dist]), jnp.concatenate([best_i, idx])), num_keys=2)
+    return (merged[0][:2], merged[1][:2]), None
+
+  init = (jnp.full((2,), jnp.inf, jnp.float32), jnp.full((2,), -1, jnp.int32))
+  (best_d, best_i), _ = jax.lax.scan(body, init, (jnp.arange(num_blocks, dtype=jnp.int32), yb, vb))
+  return best_d, best_i
+
+
+def _exact_fallback(x, y, valid, index_offset, r: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Replace the top-2 of every uncertified sample by a brute-force exact search (certified ones unchanged)."""
+
+  def one(args):
+    xi, d1, d2, i1, i2, ok = args
+    return jax.lax.cond(ok, lambda: (jnp.stack([d1, d2]), jnp.stack([i1, i2])),
+                        lambda: _brute_top2(xi, y, valid, index_offset))
+
+  def rerun(_):
+    d, i = jax.lax.map(one, (x, r['d1_sq'], r['d2_sq'], r['index'], r['index2'], r['certified']))
+    return dict(r, d1_sq=d[:, 0], d2_sq=d[:, 1], index=i[:, 0], index2=i[:, 1])
+
+  return jax.lax.cond(jnp.all(r['certified']), lambda _: dict(r), rerun, None)
+
+
+def _nearest_two_local(x, y, valid, index_offset, centre, *, num_candidates, chunk_size, group_size,
                        sample_chunk_size, precision):
   k = min(num_candidates, y.shape[0])
-  cand_s, cand_i = _fast_candidates(x, y, valid, index_offset, num_candidates=k, chunk_size=chunk_size,
-                                    group_size=group_size, precision=precision)
-  yy_max = jnp.max(jnp.where(valid, jnp.sum(y * y, axis=1), 0.0))
-  return _exact_top2(x, y, cand_i, cand_s, index_offset, yy_max, sample_chunk_size=sample_chunk_size,
-                     rel_error=_fast_pass_rel_error(precision, x.shape[1]))
+  cand_s, cand_i, yy_max = _fast_candidates(x, y, valid, index_offset, centre, num_candidates=k,
+                                            chunk_size=chunk_size, group_size=group_size, precision=precision)
+  xx = jnp.sum(jnp.square(x - centre), axis=1)
+  r = _exact_top2(x, y, cand_i, cand_s, index_offset, xx, yy_max, sample_chunk_size=sample_chunk_size,
+                  rel_error=_fast_pass_rel_error(precision, x.shape[1]))
+  return _exact_fallback(x, y, valid, index_offset, r)
 
 
 def _finish(r: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -196,11 +251,12 @@ def nearest_two(samples: jax.Array, train: jax.Array, *, chunk_size: int = CHUNK
   Returns:
     {'d1': [M], 'd2': [M] exact L2 distances to the nearest / second nearest, 'index': [M], 'index2': [M]
      their training indices (int32), 'certified': [M] bool, True where the fast pass provably kept the true
-     top-2 (see the module docstring)}.
+     top-2; the others were searched exhaustively (see the module docstring), so every output is exact}.
   """
   x, y = _check(samples, train, num_candidates)
   valid = jnp.ones(y.shape[0], bool)
-  return _finish(_nearest_two_local(x, y, valid, 0, num_candidates=num_candidates, chunk_size=chunk_size,
+  centre = jnp.mean(y, axis=0)   # of the training set: the fast pass's origin
+  return _finish(_nearest_two_local(x, y, valid, 0, centre, num_candidates=num_candidates, chunk_size=chunk_size,
                                     group_size=group_size, sample_chunk_size=sample_chunk_size,
                                     precision=precision))
 
@@ -229,6 +285,7 @@ def nearest_two_sharded(samples: jax.Array, train: jax.Array, mesh: Mesh, *, sha
   keyword arguments static).
   """
   x, y = _check(samples, train, num_candidates)
+  centre = jnp.mean(y, axis=0)   # of the whole training set, before it is split
   if DATA not in mesh.axis_names:
     raise ValueError(f"the mesh must have an axis named {DATA!r}, got {mesh.axis_names}")
   ndev = mesh.shape[DATA]
@@ -240,10 +297,10 @@ def nearest_two_sharded(samples: jax.Array, train: jax.Array, mesh: Mesh, *, sha
     per = -(-n // ndev)
     y = jnp.pad(y, ((0, per * ndev - n), (0, 0)))
 
-    def local(x, y_local):
+    def local(x, y_local, centre):
       offset = jax.lax.axis_index(DATA) * per
       valid = offset + jnp.arange(per) < n
-      r = _nearest_two_local(x, y_local, valid, offset, **kw)
+      r = _nearest_two_local(x, y_local, valid, offset, centre, **kw)
       d2 = jnp.stack([r['d1_sq'], r['d2_sq']], axis=-1)
       index = jnp.stack([r['index'], r['index2']], axis=-1)
       gathered = jax.lax.all_gather((d2, index, r['certified']), DATA)
@@ -251,17 +308,19 @@ def nearest_two_sharded(samples: jax.Array, train: jax.Array, mesh: Mesh, *, sha
 
     # check_vma=False: the scan carries start from constants that do not vary over 'data' while the
     # chunks do; the merged output is replicated by construction (all_gather, then the same sort).
-    out = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA)), out_specs=P(), check_vma=False)(x, y)
+    out = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA), P()), out_specs=P(), check_vma=False)(
+        x, y, centre)
     return _finish(out)
 
   if shard == 'samples':
     per = -(-m // ndev)
     x = jnp.pad(x, ((0, per * ndev - m), (0, 0)))
 
-    def local(x_local, y):
-      return _nearest_two_local(x_local, y, jnp.ones(n, bool), 0, **kw)
+    def local(x_local, y, centre):
+      return _nearest_two_local(x_local, y, jnp.ones(n, bool), 0, centre, **kw)
 
-    out = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P()), out_specs=P(DATA), check_vma=False)(x, y)
+    out = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P(), P()), out_specs=P(DATA), check_vma=False)(
+        x, y, centre)
     return _finish(jax.tree.map(lambda a: a[:m], out))
 
   raise ValueError(f"shard must be 'train' or 'samples', got {shard!r}")
@@ -329,7 +388,8 @@ def memorization_metrics(samples: jax.Array, train: jax.Array, key: jax.Array, *
   """The full metric: neighbours, ratios, f_mem with its bootstrap interval. Jittable (key explicit).
 
   Returns:
-    scalars {'f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified'} and per-sample arrays {'ratio',
+    scalars {'f_mem', 'f_mem_lo', 'f_mem_hi', 'num_uncertified' (samples whose fast candidates were not
+    certified and that were searched exhaustively)} and per-sample arrays {'ratio',
     'memorized', 'd1', 'd2', 'index', 'index2', 'certified'} (for the nearest-neighbour figure).
   """
   kw = dict(chunk_size=chunk_size, num_candidates=num_candidates, group_size=group_size,
