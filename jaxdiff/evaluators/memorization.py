@@ -2,8 +2,8 @@
 
 `f_mem`, `f_mem_lo`, `f_mem_hi`: the fraction of generated samples whose nearest / second-nearest training distance
 ratio d1/d2 is below `eval.memorization_k`, with its bootstrap interval; `num_uncertified` samples whose fast
-candidate search could not be certified (jaxdiff.metrics.memorization). The training set stays on the devices
-(replicated) and the samples are split over the mesh.
+candidate search could not be certified and that were searched exhaustively (jaxdiff.metrics.memorization: every
+decision is exact). The training set stays on the devices (replicated) and the samples are split over the mesh.
 """
 
 from __future__ import annotations
