@@ -1,7 +1,7 @@
 """Data sets: images prepared by the protocol of paper 1 (see `jaxdiff.data.images`)."""
 
 from jaxdiff.data.images import (DATASETS, DataNotPreparedError, ImageData, center_crop_square, load_images,
-                                 preprocess, resize_weights)
+                                 preprocess, resize_weights, tfds_images)
 
 __all__ = ['DATASETS', 'DataNotPreparedError', 'ImageData', 'center_crop_square', 'load_images', 'preprocess',
-           'resize_weights']
+           'resize_weights', 'tfds_images']

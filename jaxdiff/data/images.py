@@ -386,6 +386,23 @@ def _get_records(source, keys: Sequence[int]) -> list[Any]:
   return [source[k] for k in keys]
 
 
+def tfds_images(name: str, split: str = 'train', data_dir: str = '', count: int | None = None) -> list[np.ndarray]:
+  """The raw 'image' field of the first `count` records (all by default) of a prepared TFDS data set, read
+  with `tfds.data_source` (no TensorFlow). Raises DataNotPreparedError with instructions when it is missing."""
+  cfg = _SourceConfig(name=name, data_dir=data_dir)
+  source = _open_source(cfg, split)
+  if source is None:
+    raise DataNotPreparedError(_prepare_instructions(name, data_dir))
+  total = len(source) if count is None else min(count, len(source))
+  return [np.asarray(r['image']) for r in _get_records(source, range(total))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _SourceConfig:
+  name: str
+  data_dir: str = ''
+
+
 def _prepare_records(cfg, records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
   """Decoded records -> prepared uint8 images [k, S, S, C'] and int32 labels [k]."""
   kw = dict(image_size=cfg.image_size, grayscale=cfg.grayscale, center_crop=cfg.center_crop)
