@@ -144,14 +144,13 @@ def nearest_two_in_blocks(samples: np.ndarray, train: np.ndarray, *, block_size:
   y = jnp.asarray(train)
   m = samples.shape[0]
   block = max(1, min(block_size, m))
-  fn = jax.jit(lambda x, y: memorization.nearest_two(x, y, chunk_size=chunk_size))
   parts, t0, last = [], time.perf_counter(), time.perf_counter()
   for start in range(0, m, block):
     x = samples[start:start + block]
     pad = block - x.shape[0]
     if pad:
       x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    out = jax.device_get(fn(jnp.asarray(x), y))
+    out = jax.device_get(memorization.nearest_two(jnp.asarray(x), y, chunk_size=chunk_size))  # compiled once
     parts.append({k: v[:block - pad] for k, v in out.items()})
     done = min(start + block, m)
     now = time.perf_counter()
