@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 from jaxdiff import timescales
 from jaxdiff.io.rundir import RunDir
@@ -130,21 +129,10 @@ def predict_tau_mem(pilots: Sequence[tuple[float, float]], n: float, *, level: f
   non-positive tau_mem dropped): the least-squares fit log tau = log c + alpha log n
   (`timescales.fit_power_law`), its value at n, and the Student-t confidence interval of the fitted line at
   n at `level` (infinite with 2 pilots: a line through 2 points has no error estimate)."""
-  fit = timescales.fit_power_law([p[0] for p in pilots], [p[1] for p in pilots], level=level)
-  keep = [(math.log(a), math.log(b)) for a, b in pilots if b is not None and np.isfinite(b) and b > 0]
-  x, y = np.array([p[0] for p in keep]), np.array([p[1] for p in keep])
-  log_pred = math.log(fit['c']) + fit['alpha'] * math.log(n)
-  m = x.size
-  if m > 2:
-    resid = y - (math.log(fit['c']) + fit['alpha'] * x)
-    s = math.sqrt(float(resid @ resid) / (m - 2))
-    se = s * math.sqrt(1.0 / m + (math.log(n) - x.mean()) ** 2 / float(((x - x.mean()) ** 2).sum()))
-    half = float(scipy.stats.t.ppf(0.5 + level / 2, m - 2)) * se
-  else:
-    half = math.inf
-  return {'n': float(n), 'tau_mem': math.exp(log_pred), 'tau_mem_lo': math.exp(log_pred - half),
-          'tau_mem_hi': math.exp(log_pred + half) if math.isfinite(half) else math.inf,
-          'alpha': fit['alpha'], 'alpha_lo': fit['alpha_lo'], 'alpha_hi': fit['alpha_hi'], 'num_pilots': m}
+  fit = timescales.fit_power_law([p[0] for p in pilots], [p[1] for p in pilots], level=level, at=n)
+  return {'n': float(n), 'tau_mem': fit['tau_at'], 'tau_mem_lo': fit['tau_at_lo'], 'tau_mem_hi': fit['tau_at_hi'],
+          'alpha': fit['alpha'], 'alpha_lo': fit['alpha_lo'], 'alpha_hi': fit['alpha_hi'],
+          'num_pilots': fit['num_points']}
 
 
 __all__ = ['MemorizationMonitor', 'predict_tau_mem']

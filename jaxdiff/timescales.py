@@ -195,14 +195,15 @@ def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, 
 
 
 def fit_power_law(n: Sequence[float] | np.ndarray, tau: Sequence[float] | np.ndarray, *,
-                  level: float = 0.95) -> dict[str, float]:
+                  level: float = 0.95, at: float | None = None) -> dict[str, float]:
   """Least-squares fit of log tau = log c + alpha log n, with a Student-t interval on alpha.
 
   Points with a missing (None / NaN) or non-positive tau are dropped. Needs >= 3 points for an interval
-  (with 2 the interval is infinite).
+  (with 2 the interval is infinite). at: also the fitted tau at n = at and the Student-t confidence interval
+  of the fitted line there.
 
   Returns:
-    {'c', 'alpha', 'alpha_lo', 'alpha_hi', 'num_points'}.
+    {'c', 'alpha', 'alpha_lo', 'alpha_hi', 'num_points'} and with `at`: {'tau_at', 'tau_at_lo', 'tau_at_hi'}.
   """
   import scipy.stats  # pylint: disable=g-import-not-at-top
 
@@ -218,14 +219,23 @@ def fit_power_law(n: Sequence[float] | np.ndarray, tau: Sequence[float] | np.nda
   xm = x - x.mean()
   alpha = float((xm * (y - y.mean())).sum() / (xm ** 2).sum())
   log_c = float(y.mean() - alpha * x.mean())
+  sxx = float((xm ** 2).sum())
   if m > 2:
     resid = y - (log_c + alpha * x)
-    se = math.sqrt(float((resid ** 2).sum()) / (m - 2) / float((xm ** 2).sum()))
-    half = float(scipy.stats.t.ppf(0.5 + level / 2, m - 2)) * se
+    s = math.sqrt(float((resid ** 2).sum()) / (m - 2))
+    t = float(scipy.stats.t.ppf(0.5 + level / 2, m - 2))
   else:
-    half = math.inf
-  return {'c': math.exp(log_c), 'alpha': alpha, 'alpha_lo': alpha - half, 'alpha_hi': alpha + half,
-          'num_points': int(m)}
+    s, t = math.inf, math.inf
+  half = t * s / math.sqrt(sxx) if m > 2 else math.inf
+  out = {'c': math.exp(log_c), 'alpha': alpha, 'alpha_lo': alpha - half, 'alpha_hi': alpha + half,
+         'num_points': int(m)}
+  if at is not None:
+    x0 = math.log(at)
+    log_at = log_c + alpha * x0
+    half_at = t * s * math.sqrt(1.0 / m + (x0 - x.mean()) ** 2 / sxx) if m > 2 else math.inf
+    out.update(tau_at=math.exp(log_at), tau_at_lo=math.exp(log_at - half_at),
+               tau_at_hi=math.exp(log_at + half_at) if math.isfinite(half_at) else math.inf)
+  return out
 
 
 def _log_design(columns: Sequence[np.ndarray]) -> np.ndarray:
