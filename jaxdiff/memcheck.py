@@ -1,6 +1,7 @@
 """Is a diffusion model copying its training data? The memorization check for anyone's samples.
 
     python -m jaxdiff.memcheck --samples=PATH --train=PATH [--test=PATH] --out=DIR [--image_size=S]
+        [--features=pixels|random_projection|inception [--features_weights=FILE] [--copy_threshold=0.6]]
 
 PATH is a folder of images (PNG or JPEG, any size, grayscale or colour), an `.npy` / `.npz` array of images
 ([N, H, W] or [N, H, W, C], any value scale), or `tfds:NAME[:split]` (a prepared TFDS data set, read without
@@ -12,11 +13,18 @@ image of every sample in L2 pixel distance, for raw pixels and large offsets ali
 d1/d2 < k (k = 1/3, also reported at 1/2 and 1/4). With `--test` (real images held out from training) the same
 test on them measures the chance level: how often a fresh real image looks "memorized".
 
+With `--features`, also the copy-detection score of paper 3 (jaxdiff.metrics.copy_detection): the fraction of
+samples whose features have a cosine similarity above `--copy_threshold` (0.6) to some training image's, with
+its interval and chance level. The features are any extractor of jaxdiff.metrics.quality (images mapped to
+[0, 1] first: `pixel_range`): 'pixels' (pixel cosine, no network), 'random_projection', 'inception' (the FID
+network; `--features_weights` = the pytorch-fid .pth file, read without torch).
+
 Writes into --out:
 - report.json: f_mem with its bootstrap interval, the fractions at each k, the chance level, and per sample the
   nearest and second-nearest training indices, distances and the ratio;
 - neighbours.png: the most-copied samples above their nearest training images (ratio in the title);
-- ratios.png: histograms of d1/d2 for the samples (and the held-out images), with the thresholds.
+- ratios.png: histograms of d1/d2 for the samples (and the held-out images), with the thresholds;
+- copies.png (with --features): the samples most similar in feature space above their most similar training images.
 Samples are searched in blocks of `--block_size` with progress in the log, so 50,000 samples against 50,000
 images fit a laptop's memory.
 """
@@ -38,7 +46,7 @@ from PIL import Image
 from jaxdiff import data as data_lib
 from jaxdiff.io import figures
 from jaxdiff.io.rundir import RunDir
-from jaxdiff.metrics import memorization
+from jaxdiff.metrics import copy_detection, memorization, quality
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 THRESHOLDS = (1 / 4, 1 / 3, 1 / 2)
@@ -171,10 +179,66 @@ def ratio_report(nn: dict[str, np.ndarray], key: jax.Array, *, k: float, num_res
           'fractions': {name: float(v) for name, v in fractions.items()}, 'ratio': np.asarray(r['ratio'])}
 
 
+def pixel_range(train: np.ndarray) -> tuple[float, float]:
+  """The value range images are mapped from to [0, 1] for features and figures: [0, 255] when the training
+  images exceed 1.5 (8-bit values), else [0, 1], or [-1, 1] when they go below -0.01 (model space)."""
+  lo = -1.0 if float(np.min(train)) < -0.01 else 0.0
+  hi = 255.0 if float(np.max(train)) > 1.5 else 1.0
+  return lo, hi
+
+
+def extract_features(extractor, images: np.ndarray, value_range: tuple[float, float], *,
+                     block_size: int = 1024) -> np.ndarray:
+  """extractor(images in [0, 1]) in blocks of block_size -> host features [N, D] float32."""
+  lo, hi = value_range
+  out = []
+  for start in range(0, images.shape[0], block_size):
+    unit = np.clip((images[start:start + block_size] - lo) / (hi - lo), 0.0, 1.0)
+    out.append(np.asarray(jax.device_get(extractor(jnp.asarray(unit, jnp.float32))), np.float32))
+  return np.concatenate(out)
+
+
+def copy_report(similarity: np.ndarray, key: jax.Array, *, threshold: float, num_resamples: int) -> dict[str, Any]:
+  """The copy score (fraction with cosine similarity above threshold) with its bootstrap interval."""
+  r = copy_detection.copy_score(jnp.asarray(similarity), key, threshold=threshold, num_resamples=num_resamples)
+  return {'score': float(r['copy_score']), 'score_lo': float(r['copy_score_lo']),
+          'score_hi': float(r['copy_score_hi'])}
+
+
+def check_copies(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None, key: jax.Array, *,
+                 features: str, threshold: float = copy_detection.THRESHOLD, num_resamples: int = 1000,
+                 block_size: int = 1024, **extractor_kwargs) -> dict[str, Any]:
+  """The feature-space copy score of the samples (and of held-out real images: its chance level).
+
+  features: a name of `jaxdiff.metrics.quality.feature_extractor` ('pixels' is the pixel cosine,
+  'random_projection', 'inception' with weights_path=...); images are mapped to [0, 1] (`pixel_range`).
+  Returns {'features', 'threshold', 'score', 'score_lo', 'score_hi', 'samples': {'index', 'similarity'},
+  'chance': {...} when test is given}.
+  """
+  extractor = jax.jit(quality.feature_extractor(features, **extractor_kwargs))
+  value_range = pixel_range(train)
+  feats = {name: extract_features(extractor, a, value_range, block_size=block_size)
+           for name, a in (('samples', samples), ('train', train), ('test', test)) if a is not None}
+  out: dict[str, Any] = {'features': features, 'threshold': threshold, 'pixel_range': list(value_range)}
+  for i, name in enumerate(('samples', 'test')):
+    if name not in feats:
+      continue
+    nn = jax.device_get(copy_detection.nearest_cosine(jnp.asarray(feats[name]), jnp.asarray(feats['train'])))
+    r = copy_report(nn['similarity'], jax.random.fold_in(key, i), threshold=threshold, num_resamples=num_resamples)
+    if name == 'samples':
+      out.update(r)
+      out['samples'] = {'index': nn['index'], 'similarity': nn['similarity']}
+    else:
+      out['chance'] = {'num_test': int(test.shape[0]), **r}
+  return out
+
+
 def check(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None = None, *, k: float = 1 / 3,
-          num_resamples: int = 1000, seed: int = 0, block_size: int = 1024) -> dict[str, Any]:
+          num_resamples: int = 1000, seed: int = 0, block_size: int = 1024, features: str | None = None,
+          copy_threshold: float = copy_detection.THRESHOLD, **extractor_kwargs) -> dict[str, Any]:
   """The report (without figures): f_mem of the samples, the chance level of held-out real images, and the
-  per-sample neighbours. samples, train, test: [N, ...] float arrays of one per-image shape."""
+  per-sample neighbours; with `features`, also the feature-space copy score (`check_copies`) under 'copy'.
+  samples, train, test: [N, ...] float arrays of one per-image shape."""
   key = jax.random.key(seed)
   t0 = time.perf_counter()
   nn = nearest_two_in_blocks(samples, train, block_size=block_size)
@@ -190,6 +254,10 @@ def check(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None = None
     chance = ratio_report(nn_test, jax.random.fold_in(key, 1), k=k, num_resamples=num_resamples)
     report['chance'] = {'num_test': int(test.shape[0]), **{kk: v for kk, v in chance.items() if kk != 'ratio'}}
     report['test_ratio'] = chance['ratio']
+  if features:
+    report['copy'] = check_copies(samples, train, test, jax.random.fold_in(key, 2), features=features,
+                                  threshold=copy_threshold, num_resamples=num_resamples, block_size=block_size,
+                                  **extractor_kwargs)
   report['seconds'] = time.perf_counter() - t0
   return report
 
@@ -199,9 +267,8 @@ def write_figures(out: RunDir, samples: np.ndarray, train: np.ndarray, report: d
   """neighbours.png (the samples with the smallest ratios above their nearest training images) and ratios.png."""
   ratio = np.asarray(report['samples']['ratio'])
   order = np.argsort(ratio, kind='stable')[:num_pairs]
-  scale = max(float(np.max(train)), 1.0)
-  lo = min(float(np.min(train)), 0.0)
-  to_unit = lambda a: np.clip((a - lo) / (scale - lo), 0.0, 1.0)  # noqa: E731
+  lo, hi = pixel_range(train)
+  to_unit = lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0)  # noqa: E731
   paths = [figures.save_neighbour_pairs(
       to_unit(samples[order]), to_unit(train[np.asarray(report['samples']['index'])[order]]), ratio[order],
       ratio[order] < report['k'], out.file('neighbours.png'),
@@ -220,23 +287,49 @@ def write_figures(out: RunDir, samples: np.ndarray, train: np.ndarray, report: d
   ax.legend(fontsize=8)
   ax.set_title('memorized: d1 / d2 < k (solid line)', fontsize=10)
   paths.append(figures.save_figure(fig, out.file('ratios.png')))
+  if 'copy' in report:   # the samples most similar in feature space above their most similar training images
+    copy = report['copy']
+    sim = np.asarray(copy['samples']['similarity'])
+    order = np.argsort(-sim, kind='stable')[:num_pairs]
+    paths.append(figures.save_neighbour_pairs(
+        to_unit(samples[order]), to_unit(train[np.asarray(copy['samples']['index'])[order]]), sim[order],
+        sim[order] > copy['threshold'], out.file('copies.png'),
+        title=f"the {len(order)} most similar of {len(sim)} samples ({copy['features']} cosine), "
+              f"copy score {copy['score']:.3f}"))
   return paths
 
 
 def run(samples: str, train: str, out: str, test: str | None = None, *, image_size: int = 0, k: float = 1 / 3,
-        num_resamples: int = 1000, seed: int = 0, block_size: int = 1024) -> dict[str, Any]:
+        num_resamples: int = 1000, seed: int = 0, block_size: int = 1024, features: str | None = None,
+        copy_threshold: float = copy_detection.THRESHOLD, features_weights: str | None = None) -> dict[str, Any]:
   """Load, check, write report.json and the figures into `out`. Returns the report."""
   if not 0 < k < 1:
     raise InputError(f'--k must be in (0, 1), got {k}')
+  extractor_kwargs = {}
+  if features:
+    if features not in quality.feature_extractor_names():
+      raise InputError(f'--features must be one of {quality.feature_extractor_names()}, got {features!r}')
+    if not -1 <= copy_threshold < 1:
+      raise InputError(f'--copy_threshold must be in [-1, 1), got {copy_threshold}')
+    if features_weights:
+      if not os.path.exists(features_weights):
+        raise InputError(f'{features_weights}: no such weights file (--features_weights)')
+      extractor_kwargs['weights_path'] = features_weights
   x, y, t = load_sets(samples, train, test, image_size=image_size)
   logging.info('memcheck: %d samples against %d training images of shape %s%s', len(x), len(y), x.shape[1:],
                f', chance level from {len(t)} held-out images' if t is not None else '')
-  report = check(x, y, t, k=k, num_resamples=num_resamples, seed=seed, block_size=block_size)
+  report = check(x, y, t, k=k, num_resamples=num_resamples, seed=seed, block_size=block_size, features=features,
+                 copy_threshold=copy_threshold, **extractor_kwargs)
   report['inputs'] = {'samples': samples, 'train': train, 'test': test, 'image_size': image_size}
   rundir = RunDir(out, primary=True).makedirs()
   report['figures'] = write_figures(rundir, x, y, report)
   path = rundir.write_json('report.json', {kk: v for kk, v in report.items() if kk != 'test_ratio'})
   chance = report.get('chance')
+  if 'copy' in report:
+    c = report['copy']
+    logging.info('memcheck: copy score (%s cosine > %.3g) = %.4f [%.4f, %.4f]%s', c['features'], c['threshold'],
+                 c['score'], c['score_lo'], c['score_hi'],
+                 f", chance level {c['chance']['score']:.4f}" if 'chance' in c else '')
   logging.info('memcheck: f_mem = %.4f [%.4f, %.4f] at k = %.3g%s; wrote %s', report['f_mem'], report['f_mem_lo'],
                report['f_mem_hi'], k, f", chance level {chance['f_mem']:.4f}" if chance else '', path)
   return report
@@ -251,14 +344,20 @@ _K = flags.DEFINE_float('k', 1 / 3, 'Memorized when d1/d2 < k (paper 1: 1/3).')
 _RESAMPLES = flags.DEFINE_integer('bootstrap_resamples', 1000, 'Bootstrap resamples of the f_mem interval.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap.')
 _BLOCK = flags.DEFINE_integer('block_size', 1024, 'Samples searched per compiled call (bounds memory).')
+_FEATURES = flags.DEFINE_string('features', None, 'Also the copy score: cosine similarity of these features '
+                                '(pixels, random_projection, inception, ...; jaxdiff.metrics.quality).')
+_COPY = flags.DEFINE_float('copy_threshold', copy_detection.THRESHOLD, 'A copy when the cosine similarity exceeds this.')
+_WEIGHTS = flags.DEFINE_string('features_weights', None, 'Weights file of the feature network (e.g. the '
+                               'pytorch-fid .pth for --features=inception).')
 
 
 def main(argv):
   del argv
   try:
     run(_SAMPLES.value, _TRAIN.value, _OUT.value, _TEST.value, image_size=_SIZE.value, k=_K.value,
-        num_resamples=_RESAMPLES.value, seed=_SEED.value, block_size=_BLOCK.value)
-  except (InputError, data_lib.DataNotPreparedError) as e:
+        num_resamples=_RESAMPLES.value, seed=_SEED.value, block_size=_BLOCK.value, features=_FEATURES.value,
+        copy_threshold=_COPY.value, features_weights=_WEIGHTS.value)
+  except (InputError, data_lib.DataNotPreparedError, FileNotFoundError) as e:   # missing feature weights too
     logging.error('%s', e)
     sys.exit(f'jaxdiff.memcheck: error: {e}')
 

@@ -115,3 +115,35 @@ def test_command_line_writes_the_report_and_fails_clearly(planted, tmp_path):
   bad = run_python(f"import sys; from absl import app; from jaxdiff import memcheck; sys.argv = ['memcheck', "
                    f"'--samples={tmp_path}/missing', '--train={d['train']}', '--out={out}']; app.run(memcheck.main)")
   assert bad.returncode != 0 and f'{tmp_path}/missing: no such file or folder' in bad.stderr
+
+
+def test_feature_copy_score_finds_planted_copies_and_reports_its_features(planted, tmp_path):
+  """--features=pixels: the pixel-cosine copy score of [0, 1]-mapped images equals a float64 brute force, the
+  exact copies score 1, and the report and copies.png say which features were used."""
+  d = planted['dirs']
+  out = str(tmp_path / 'feat')
+  report = memcheck.run(d['samples'], d['train'], out, d['test'], num_resamples=100, features='pixels',
+                        copy_threshold=0.9)
+  c = report['copy']
+  assert c['features'] == 'pixels' and c['threshold'] == 0.9 and c['pixel_range'] == [0.0, 255.0]
+  x = planted['samples'].reshape(40, -1) / 255.0
+  y = planted['train'].reshape(40, -1) / 255.0
+  s = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+  np.testing.assert_array_equal(c['samples']['index'], s.argmax(1))
+  np.testing.assert_allclose(c['samples']['similarity'], s.max(1), atol=1e-5)
+  assert c['score'] == pytest.approx(np.mean(s.max(1) > 0.9))
+  np.testing.assert_allclose(c['samples']['similarity'][:10], 1.0, atol=1e-5)
+  t = planted['test'].reshape(30, -1) / 255.0
+  st = (t / np.linalg.norm(t, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+  assert c['chance']['score'] == pytest.approx(np.mean(st.max(1) > 0.9))
+  saved = json.load(open(os.path.join(out, 'report.json')))
+  assert saved['copy']['features'] == 'pixels' and os.path.exists(os.path.join(out, 'copies.png'))
+
+
+def test_feature_option_names_bad_input(planted, tmp_path):
+  d = planted['dirs']
+  with pytest.raises(memcheck.InputError, match='--features must be one of'):
+    memcheck.run(d['samples'], d['train'], str(tmp_path / 'x'), features='sscd_typo')
+  with pytest.raises(memcheck.InputError, match='no_such.pth'):
+    memcheck.run(d['samples'], d['train'], str(tmp_path / 'x'), features='inception',
+                 features_weights=str(tmp_path / 'no_such.pth'))

@@ -263,6 +263,11 @@ def register_feature_extractor(name: str, factory: Callable[..., Extractor]) -> 
   _EXTRACTORS[name] = factory
 
 
+def feature_extractor_names() -> list[str]:
+  """The names `feature_extractor` knows."""
+  return sorted(_EXTRACTORS)
+
+
 def feature_extractor(name: str, **kwargs: Any) -> Extractor:
   """The extractor `name` built with kwargs: a function images [N, H, W, C] -> features [N, D].
 
