@@ -90,10 +90,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.ensemble = ml_collections.ConfigDict(dict(
       n=(),                    # training-set sizes of the members ('' / () = a single run of data.n)
       num_seeds=1,
+      # Disjoint halves (paper 2, after Kadkhodaie et al. 2024): every (n, seed) becomes a pair of members
+      # trained on disjoint training sets (data blocks 0 and 1; the Gaussian mixture: independent draws) from
+      # independent seeds, sampled from the same noise at every milestone; rows get their agreement
+      # (halves_*), the run halves.png and agreement.png. With n = () the pair is of data.n.
+      halves=False,
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,            # evaluate at every milestone (train.num_milestones of them, log-spaced)
+      seed=-1,                 # the seed of the evaluation keys (samples, bootstrap); -1 = config.seed
       metrics=(),              # evaluators by name (jaxdiff/evaluators/); () = the family's default (U-Nets:
                                # memorization, losses, quality; the Gaussian mixture adds score_error, kl, sw)
       num_samples=1024,        # generated samples per evaluation (paper 1: 10,000)
@@ -206,6 +212,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             f'must be a tuple of positive ints, got {ens.n}')
     require(len(set(ens.n)) == len(ens.n), 'ensemble.n', f'has repeated sizes: {ens.n}')
   require(ens.num_seeds >= 1, 'ensemble.num_seeds', f'must be >= 1, got {ens.num_seeds}')
+  if ens.halves:
+    require(getattr(experiment, 'halves', False), 'ensemble.halves',
+            f'family {config.family!r} does not train disjoint-halves pairs')
+    require(config.data.block == 0, 'ensemble.halves',
+            f'the halves are data blocks 0 and 1; data.block must be 0, got {config.data.block}')
+  require(isinstance(e.seed, int) and e.seed >= -1, 'eval.seed', f'must be an int >= -1, got {e.seed!r}')
   experiment.validate(config)
   mesh_data = config.mesh.data
   require(mesh_data == -1 or mesh_data > 0, 'mesh.data', f'must be -1 (all devices) or positive, got {mesh_data}')

@@ -295,7 +295,8 @@ def write_figures(out: RunDir, samples: np.ndarray, train: np.ndarray, report: d
         to_unit(samples[order]), to_unit(train[np.asarray(copy['samples']['index'])[order]]), sim[order],
         sim[order] > copy['threshold'], out.file('copies.png'),
         title=f"the {len(order)} most similar of {len(sim)} samples ({copy['features']} cosine), "
-              f"copy score {copy['score']:.3f}"))
+              f"copy score {copy['score']:.3f}",
+        caption='(top: sample, bottom: most similar training image, title: cosine similarity)'))
   return paths
 
 

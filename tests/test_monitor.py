@@ -2,7 +2,6 @@
 milestone it names, files as jaxdiff runs write them, and the tau_mem prediction from pilots."""
 
 import json
-import os
 
 import numpy as np
 import pytest

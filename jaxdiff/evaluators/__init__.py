@@ -141,11 +141,19 @@ class Evaluation:
   def evaluate(self, params, step: int, seed: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Scalars of the metrics row at `step`, and arrays for the figures (a few samples and neighbours).
 
-    seed: evaluate as a run with that `config.seed` would (ensemble members that share a training set share
-    one Evaluation); default the config's."""
-    keys = Keys.of(self.config.seed if seed is None else seed, step)
+    seed: evaluate as a run whose evaluation keys come from that seed would (ensemble members that share a
+    training set share one Evaluation); default eval.seed, or config.seed when that is -1."""
+    scalars, figs, _ = self.evaluate_with_samples(params, step, seed)
+    return scalars, figs
+
+  def evaluate_with_samples(self, params, step: int, seed: int | None = None, *, need_samples: bool = False):
+    """`evaluate`, also returning the generated samples [eval.num_samples, ...] (device; None when no
+    evaluator needed them and need_samples is False)."""
+    if seed is None:
+      seed = self.config.seed if self.ec.seed < 0 else self.ec.seed
+    keys = Keys.of(seed, step)
     samples = None
-    if any(ev.needs_samples for ev in self.evaluators.values()):
+    if need_samples or any(ev.needs_samples for ev in self.evaluators.values()):
       samples = self.generate(params, keys.sample)
     scalars, figs = {}, {}
     for ev in self.evaluators.values():
@@ -155,7 +163,7 @@ class Evaluation:
     if samples is not None:
       g = min(self.ec.grid_samples, self.num_samples)
       figs['samples'] = np.asarray(distributed.fetch(self.context.to_pixels(samples[:g])))
-    return scalars, figs
+    return scalars, figs, samples
 
   @property
   def quality_key(self) -> str | None:

@@ -36,6 +36,7 @@ from jaxdiff import config as config_lib
 from jaxdiff import distributed, evaluators, sharding, timescales
 from jaxdiff.io import figures
 from jaxdiff.io.rundir import RunDir
+from jaxdiff.metrics import agreement
 from jaxdiff.train import loop
 from jaxdiff.train.loop import Member
 from jaxdiff.train.steps import (TrainState, init_state, make_optimizer, make_train_chunk, member, member_sharding,
@@ -59,6 +60,7 @@ class NetworkExperiment:
   section: str | None = None        # the config section the family owns
   data_depends_on_seed = False       # False: members with the same n share one training set
   ensemble_section = True            # ensembles of config.ensemble.n
+  halves = True                      # disjoint-halves pairs (ensemble.halves)
   default_metrics: tuple[str, ...] = ('memorization', 'losses')   # evaluators when eval.metrics is ()
 
   # ------------------------------------------------------------------ what a family declares
@@ -97,10 +99,14 @@ class NetworkExperiment:
   # ------------------------------------------------------------------ members
 
   def members(self, config: ml_collections.ConfigDict) -> list[Member]:
-    """One solo member (ensemble.n empty), or (n, seed) for n in ensemble.n, seed = config.seed + s."""
-    if not config.ensemble.n:
-      return [Member(config.data.n, config.seed, solo=True)]
-    return [Member(int(n), config.seed + s) for s in range(config.ensemble.num_seeds) for n in config.ensemble.n]
+    """One solo member (ensemble.n empty), or (n, seed) for n in ensemble.n, seed = config.seed + s; with
+    ensemble.halves, a pair per (n, seed) (`halves_members`)."""
+    ns = tuple(config.ensemble.n) or ((config.data.n,) if config.ensemble.halves else ())
+    if not ns:
+      return [Member(config.data.n, config.seed, solo=True, eval_seed=eval_seed_of(config))]
+    pairs = [(int(n), config.seed + s) for s in range(config.ensemble.num_seeds) for n in ns]
+    return halves_members(pairs, config.ensemble.num_seeds, Member) if config.ensemble.halves else [
+        Member(n, seed, eval_seed=eval_seed_of(config)) for n, seed in pairs]
 
   def member_config(self, config: ml_collections.ConfigDict, m: Member) -> ml_collections.ConfigDict:
     """The solo config that trains exactly member m (`python -m jaxdiff.main` with it gives the same run)."""
@@ -109,6 +115,7 @@ class NetworkExperiment:
     c.data.n = m.n
     c.ensemble.n = ()
     c.ensemble.num_seeds = 1
+    set_half(c, m)
     return c
 
   # ------------------------------------------------------------------ running
@@ -153,6 +160,53 @@ class NetworkExperiment:
     return trainer.finish(out, seconds=time.time() - t_start)
 
 
+def eval_seed_of(config: ml_collections.ConfigDict) -> int | None:
+  """The seed of a run's evaluation keys when eval.seed sets one (a half of a pair run alone), else None."""
+  return config.eval.seed if config.eval.seed >= 0 else None
+
+
+def halves_members(pairs: list[tuple[int, int]], num_seeds: int, member_cls=Member) -> list[Member]:
+  """Two members per (n, seed) of `pairs`: half 0 trains with the seed, half 1 with seed + num_seeds (an
+  independent initialization and batch order, never another pair's seed); both evaluate with the pair's seed."""
+  return [member_cls(n, seed + half * num_seeds, half=half, eval_seed=seed) for n, seed in pairs for half in (0, 1)]
+
+
+def set_half(c: ml_collections.ConfigDict, m: Member) -> None:
+  """Make the solo config c train member m of a disjoint-halves pair: its data block and evaluation keys."""
+  c.ensemble.halves = False
+  if m.half >= 0:
+    c.data.block = m.half
+    c.eval.seed = m.keys_seed
+
+
+def halves_pairs(members: list[Member]) -> list[tuple[int, int]]:
+  """Indices (i, j) of the two halves of every disjoint-halves pair among members."""
+  first = {(m.n, m.eval_seed): i for i, m in enumerate(members) if m.half == 0}
+  return [(first[(m.n, m.eval_seed)], j) for j, m in enumerate(members) if m.half == 1]
+
+
+def halves_curve(first: tuple[Member, dict[str, Any]], second: tuple[Member, dict[str, Any]],
+                 rows0: list[dict[str, Any]], rows1: list[dict[str, Any]]) -> dict[str, Any]:
+  """One disjoint-halves pair over training: the agreement curve (rows with halves_*), each half's f_mem
+  and tau_mem, and `step_diverge`: the first milestone after the agreement's maximum where it has fallen
+  below half of that maximum (None if it never does)."""
+  (m0, s0), (m1, s1) = first, second
+  rows0 = [r for r in rows0 if 'halves_agree' in r]
+  by_step1 = {r['step']: r for r in rows1 if 'halves_agree' in r}
+  steps = [int(r['step']) for r in rows0]
+  agree = [float(r['halves_agree']) for r in rows0]
+  peak = int(np.argmax(agree)) if agree else 0
+  diverge = next((steps[t] for t in range(peak, len(agree)) if agree[t] < agree[peak] / 2), None)
+  return {'n': m0.n, 'seeds': [m0.seed, m1.seed], 'steps': steps, 'agree': agree,
+          'agree_lo': [float(r['halves_agree_lo']) for r in rows0],
+          'agree_hi': [float(r['halves_agree_hi']) for r in rows0],
+          'l2': [float(r['halves_l2']) for r in rows0], 'l2_unpaired': [float(r['halves_l2_unpaired']) for r in rows0],
+          'f_mem': [[float(r.get('f_mem', np.nan)) for r in rows0],
+                    [float(by_step1.get(t, {}).get('f_mem', np.nan)) for t in steps]],
+          'tau_mem': [s0.get('tau_mem_fmem'), s1.get('tau_mem_fmem')],
+          'agree_max': agree[peak] if agree else None, 'step_diverge': diverge}
+
+
 class NetworkTrainer:
   """Shared by the solo and ensemble trainers: evaluation bookkeeping and summaries."""
 
@@ -174,15 +228,36 @@ class NetworkTrainer:
   def evaluate(self, step: int) -> list[dict[str, Any]] | None:
     if not self.evaluations:
       return None
-    rows, self._figs = [], []
+    rows, self._figs, samples = [], [], []
     rep = sharding.replicated(self.mesh)
+    pairs = halves_pairs(self.members)
+    paired = {i for pair in pairs for i in pair}
     for i, m in enumerate(self.members):
       t0 = time.perf_counter()
       params = self._eval_params(None) if m.solo else distributed.put(self._eval_params(i), rep)
-      scalars, figs = self.evaluations[self._data_key(m)].evaluate(params, step, seed=m.seed)
+      scalars, figs, x = self.evaluations[self._data_key(m)].evaluate_with_samples(
+          params, step, seed=m.keys_seed, need_samples=i in paired)
       scalars['eval_sec'] = time.perf_counter() - t0
       rows.append(scalars)
       self._figs.append(figs)
+      samples.append(x if i in paired else None)
+    self._pair_figs = []
+    for i, j in pairs:   # the two halves sampled from the same noise (the pair's evaluation keys)
+      ev = self.evaluations[self._data_key(self.members[i])]
+      key = jax.random.fold_in(evaluators.Keys.of(self.members[i].keys_seed, step).memorization, 1)
+      r = agreement.agreement(samples[i], samples[j], key, k=self.config.eval.memorization_k,
+                              num_resamples=self.config.eval.bootstrap_resamples,
+                              chunk_size=self.config.eval.nn_chunk_size)
+      scalars = {f'halves_{name}': float(distributed.fetch(r[name]))
+                 for name in ('l2', 'l2_unpaired', 'agree', 'agree_lo', 'agree_hi')}
+      rows[i].update(scalars)
+      rows[j].update(scalars)
+      g = min(self.config.eval.grid_samples, samples[i].shape[0])
+      to_host = lambda x: np.asarray(distributed.fetch(ev.context.to_pixels(x[:g])))  # noqa: E731
+      self._pair_figs.append((self.members[i], {
+          'a': to_host(samples[i]), 'b': to_host(samples[j]),
+          'ratio': np.asarray(distributed.fetch(r['pair_ratio']))[:g],
+          'agreed': np.asarray(distributed.fetch(r['agreed']))[:g], 'agree': scalars['halves_agree']}))
     logging.info('%s: step %d %s', self.config.family, step, '  '.join(
         (f'{m.name}: ' if m.name else '') + _describe(r) for m, r in zip(self.members, rows)))
     return rows
@@ -191,6 +266,12 @@ class NetworkTrainer:
     for m, figs in zip(self.members, self._figs):
       for path in evaluators.write_figures(rundir.member(m.name), step, figs):
         logging.info('wrote %s', path)
+    for m, f in getattr(self, '_pair_figs', []):
+      path = figures.save_paired_samples(
+          f['a'], f['b'], f['ratio'], f['agreed'], rundir.file(f'halves_n{m.n}_seed{m.keys_seed}.png'),
+          title=f"n = {m.n}: half 0 (top) and half 1 (bottom) from the same noise at step {step}; "
+                f"agree {f['agree']:.2f}")
+      logging.info('wrote %s', path)
 
   @property
   def quality_key(self) -> str | None:
@@ -219,6 +300,13 @@ class NetworkTrainer:
       return self.summary
     summary = timescales.ensemble_summary(self.config.family, self.config.eval, per_member, self.quality_key)
     summary.update(num_params=self.num_params, seconds=seconds)
+    pairs = halves_pairs(self.members)
+    if pairs:
+      summary['halves'] = [halves_curve(per_member[i], per_member[j], rundir.member(self.members[i].name).read_metrics(),
+                                        rundir.member(self.members[j].name).read_metrics()) for i, j in pairs]
+      if rundir.primary:
+        path = figures.save_agreement_curves(summary['halves'], rundir.file('agreement.png'))
+        logging.info('wrote %s', path)
     rundir.write_summary(summary)
     logging.info('%s: tau_mem fit %s, summary in %s', self.config.family, summary.get('tau_mem_fit'), rundir.root)
     self.summary = summary
@@ -244,7 +332,7 @@ class NetworkTrainer:
         logging.info('wrote %s', path)
 
   def _data_key(self, m: Member):
-    return (m.n, m.seed if self.experiment.data_depends_on_seed else None)
+    return (m.n, m.seed if self.experiment.data_depends_on_seed else None, m.half)
 
   def _build(self, experiment: NetworkExperiment, config: ml_collections.ConfigDict, mesh,
              members: list[Member]) -> None:

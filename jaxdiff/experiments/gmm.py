@@ -52,7 +52,7 @@ from jaxdiff import sharding
 from jaxdiff.config import require
 from jaxdiff.diffusion import ou
 from jaxdiff.evaluators import kl
-from jaxdiff.experiments.base import EnsembleTrainer, NetworkExperiment
+from jaxdiff.experiments.base import EnsembleTrainer, NetworkExperiment, eval_seed_of, halves_members, set_half
 from jaxdiff.models.mlp import ResidualMLP
 from jaxdiff.train import loop
 from jaxdiff.train.steps import LossFn, weighted_mean
@@ -333,8 +333,13 @@ class Member(loop.Member):
 
 
 def members_of(config: ml_collections.ConfigDict) -> list[Member]:
-  """(n, seed) for n in gmm.n and seed = config.seed + s, s < gmm.num_seeds."""
-  return [Member(int(n), config.seed + s) for s in range(config.gmm.num_seeds) for n in config.gmm.n]
+  """(n, seed) for n in gmm.n and seed = config.seed + s, s < gmm.num_seeds; with ensemble.halves a pair per
+  (n, seed) whose halves train on independent draws of n points (their seeds differ): two disjoint halves of
+  2n i.i.d. points have exactly that distribution."""
+  pairs = [(int(n), config.seed + s) for s in range(config.gmm.num_seeds) for n in config.gmm.n]
+  if config.ensemble.halves:
+    return halves_members(pairs, config.gmm.num_seeds, Member)
+  return [Member(n, seed, eval_seed=eval_seed_of(config)) for n, seed in pairs]
 
 
 def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collections.ConfigDict:
@@ -343,6 +348,7 @@ def member_config(config: ml_collections.ConfigDict, m: Member) -> ml_collection
   c.seed = m.seed
   c.gmm.n = (m.n,)
   c.gmm.num_seeds = 1
+  set_half(c, m)
   return c
 
 

@@ -48,10 +48,15 @@ def save_image_grid(images: np.ndarray, path: str, ncol: int | None = None, titl
   return save_figure(fig, path, dpi=100, tight=True)
 
 
+NEIGHBOURS_CAPTION = '(top: sample, bottom: nearest training image, title: d1/d2)'
+
+
 def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np.ndarray,
-                         memorized: np.ndarray, path: str, *, ncol: int = 8, title: str | None = None) -> str:
+                         memorized: np.ndarray, path: str, *, ncol: int = 8, title: str | None = None,
+                         caption: str = NEIGHBOURS_CAPTION) -> str:
   """Generated samples (upper image of each pair) above their nearest training images (lower), with the
-  ratio d1/d2 of each (red: memorized). samples, neighbours: [N, H, W, C] in [0, 1]; ratios, memorized: [N]."""
+  ratio d1/d2 of each (red: memorized). samples, neighbours: [N, H, W, C] in [0, 1]; ratios, memorized: [N].
+  Any image pairs with a score each: `caption` says what the rows and titles are."""
   plt = pyplot()
   n = samples.shape[0]
   ncol = min(ncol, n)
@@ -70,8 +75,57 @@ def save_neighbour_pairs(samples: np.ndarray, neighbours: np.ndarray, ratios: np
         ax.imshow(img, interpolation='nearest')
     axes[2 * r, q].set_title(f'{float(ratios[i]):.2f}', fontsize=8, color='red' if memorized[i] else 'black')
   if title:
-    fig.suptitle(title + '  (top: sample, bottom: nearest training image, title: d1/d2)', fontsize=9)
+    fig.suptitle(f'{title}  {caption}', fontsize=9)
   return save_figure(fig, path, dpi=100, tight=True)
+
+
+def save_paired_samples(a: np.ndarray, b: np.ndarray, ratios: np.ndarray, agreed: np.ndarray, path: str, *,
+                        title: str) -> str:
+  """Samples of two models from the same noise: images ([N, H, W, C] in [0, 1]) one above the other with the
+  pair ratio (red: the pair agrees); points ([N, D]) as a scatter of the first two coordinates with a segment
+  joining each pair (red: agrees)."""
+  if a.ndim == 4:
+    return save_neighbour_pairs(a, b, ratios, agreed, path, title=title,
+                                caption='(top: half 0, bottom: half 1, title: pair ratio)')
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(5, 5))
+  x, y = a.reshape(len(a), -1), b.reshape(len(b), -1)
+  j = 1 if x.shape[1] > 1 else 0
+  for i in range(len(x)):
+    ax.plot([x[i, 0], y[i, 0]], [x[i, j], y[i, j]], color='red' if agreed[i] else '0.6', lw=0.8)
+  ax.scatter(x[:, 0], x[:, j], s=10, label='half 0')
+  ax.scatter(y[:, 0], y[:, j], s=10, marker='x', label='half 1')
+  ax.set_xlabel('coordinate 0')
+  ax.set_ylabel(f'coordinate {j}')
+  ax.legend(fontsize=8)
+  ax.set_title(title, fontsize=9)
+  return save_figure(fig, path)
+
+
+def save_agreement_curves(curves: list[dict], path: str) -> str:
+  """agreement.png of a disjoint-halves run: per pair (one column per n), the fraction of agreeing sample
+  pairs with its interval and each half's f_mem against the step (log axis, tau_mem dotted); below, the mean
+  distance of the pairs and of unpaired samples. curves: `halves_curve` dicts."""
+  plt = pyplot()
+  fig, axes = plt.subplots(2, len(curves), figsize=(4 * len(curves), 6), squeeze=False, sharex='col')
+  for c, ax_top, ax_bot in zip(curves, axes[0], axes[1]):
+    steps = np.maximum(np.asarray(c['steps'], float), 1)
+    ax_top.plot(steps, c['agree'], 'o-', color='k', label='halves agree')
+    ax_top.fill_between(steps, c['agree_lo'], c['agree_hi'], color='k', alpha=0.15)
+    for h, colour in ((0, 'C0'), (1, 'C1')):
+      ax_top.plot(steps, c['f_mem'][h], '.--', color=colour, label=f'f_mem, half {h}')
+      if c['tau_mem'][h]:
+        ax_top.axvline(c['tau_mem'][h], color=colour, ls=':', lw=1)
+    ax_top.set_title(f"n = {c['n']} per half (seeds {c['seeds'][0]}, {c['seeds'][1]})", fontsize=9)
+    ax_top.set_ylim(-0.02, 1.02)
+    ax_top.legend(fontsize=7)
+    ax_bot.plot(steps, c['l2'], 'o-', label='paired (same noise)')
+    ax_bot.plot(steps, c['l2_unpaired'], 's--', label='unpaired')
+    ax_bot.set_ylabel('mean L2 distance')
+    ax_bot.set_xlabel('training step')
+    ax_bot.set_xscale('log')
+    ax_bot.legend(fontsize=7)
+  return save_figure(fig, path)
 
 
 def save_figure(fig, path: str, *, dpi: int = 110, tight: bool = False) -> str:

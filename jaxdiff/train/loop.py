@@ -38,14 +38,27 @@ from jaxdiff.train.steps import TrainState, log_spaced_milestones
 @dataclasses.dataclass(frozen=True)
 class Member:
   """One model of a run: its training-set size and seed. `name` is its subdirectory ('' : the run directory
-  itself, a solo run)."""
+  itself, a solo run).
+
+  Disjoint-halves runs (`ensemble.halves`) pair two members: half 0 and half 1 train on disjoint training
+  sets of n examples each (data blocks 0 and 1) from independent seeds, and both evaluate with the keys of
+  `eval_seed` (the pair's), so that their samples start from the same noise."""
   n: int
   seed: int
   solo: bool = False
+  half: int = -1                    # 0 or 1 in a disjoint-halves pair, -1 otherwise
+  eval_seed: int | None = None      # the seed of the evaluation keys (None: seed)
 
   @property
   def name(self) -> str:
-    return '' if self.solo else f'n{self.n}_seed{self.seed}'
+    if self.solo:
+      return ''
+    return f'n{self.n}_seed{self.seed}' + (f'_half{self.half}' if self.half >= 0 else '')
+
+  @property
+  def keys_seed(self) -> int:
+    """The seed evaluations draw their keys from."""
+    return self.seed if self.eval_seed is None else self.eval_seed
 
 
 class Trainer(Protocol):
