@@ -41,6 +41,7 @@ def test_pair_ratio_and_agreement_equal_a_float64_brute_force_at_any_offset():
     np.testing.assert_array_equal(r['agreed'], paired / other < 1 / 3)
     assert 0 < r['agree'] < 1 and r['agree'] == pytest.approx(np.mean(paired / other < 1 / 3))
     assert r['l2'] == pytest.approx(paired.mean(), rel=1e-4)
+    assert r['rel_l2'] == pytest.approx(r['l2'] / r['l2_unpaired'], rel=1e-6)
     assert r['l2_unpaired'] == pytest.approx(np.mean(np.linalg.norm(
         (xa - np.roll(xb, -1, axis=0)).astype(np.float64).reshape(24, -1), axis=1)), rel=1e-4)
 

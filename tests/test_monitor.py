@@ -79,3 +79,27 @@ def test_tau_mem_prediction_from_pilots_covers_the_power_law():
   assert two['tau_mem'] == pytest.approx(1200.0) and two['tau_mem_hi'] == np.inf
   with pytest.raises(ValueError):
     predict_tau_mem([(100, 300.0), (100, 310.0)], 400)            # one distinct n: no fit
+
+
+@pytest.mark.slow
+def test_pilots_at_n_and_2n_predict_the_measured_tau_mem_at_4n_on_the_gaussian_mixture(tmp_path):
+  """configs/gmm_mlp.py:cpu with n in {32, 64, 128} and two seeds, as one vectorized ensemble: the pilots
+  (n = 32 and 64, two seeds each) predict tau_mem at n = 128 by the fit tau_mem = c n^alpha, and both measured
+  tau_mem at n = 128 lie in the prediction's interval. Run with `python -m pytest -m slow tests/test_monitor.py`
+  (its time: bench/README.md, "Tests")."""
+  import os
+  from jaxdiff import experiments, sweep
+  config = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                                 'configs', 'gmm_mlp.py')).get_config('cpu')
+  config.gmm.n = (32, 64, 128)
+  config.gmm.num_seeds = 2
+  config.gmm.analysis = False
+  summary = experiments.train(config, str(tmp_path / 'gmm')).summary
+  taus = [(m['n'], m['tau_mem_fmem']) for m in summary['members']]
+  assert all(t is not None for _, t in taus), taus
+  prediction = predict_tau_mem([p for p in taus if p[0] < 128], 128)
+  assert prediction['num_pilots'] == 4 and np.isfinite(prediction['tau_mem_hi'])
+  measured = [t for n, t in taus if n == 128]
+  for t in measured:
+    assert prediction['tau_mem_lo'] <= t <= prediction['tau_mem_hi'], (prediction, taus)
+  print('PREDICTION', json.dumps(prediction), 'MEASURED', measured)

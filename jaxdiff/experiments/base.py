@@ -201,6 +201,7 @@ def halves_curve(first: tuple[Member, dict[str, Any]], second: tuple[Member, dic
           'agree_lo': [float(r['halves_agree_lo']) for r in rows0],
           'agree_hi': [float(r['halves_agree_hi']) for r in rows0],
           'l2': [float(r['halves_l2']) for r in rows0], 'l2_unpaired': [float(r['halves_l2_unpaired']) for r in rows0],
+          'rel_l2': [float(r['halves_rel_l2']) for r in rows0],
           'f_mem': [[float(r.get('f_mem', np.nan)) for r in rows0],
                     [float(by_step1.get(t, {}).get('f_mem', np.nan)) for t in steps]],
           'tau_mem': [s0.get('tau_mem_fmem'), s1.get('tau_mem_fmem')],
@@ -249,7 +250,7 @@ class NetworkTrainer:
                               num_resamples=self.config.eval.bootstrap_resamples,
                               chunk_size=self.config.eval.nn_chunk_size)
       scalars = {f'halves_{name}': float(distributed.fetch(r[name]))
-                 for name in ('l2', 'l2_unpaired', 'agree', 'agree_lo', 'agree_hi')}
+                 for name in ('l2', 'l2_unpaired', 'rel_l2', 'agree', 'agree_lo', 'agree_hi')}
       rows[i].update(scalars)
       rows[j].update(scalars)
       g = min(self.config.eval.grid_samples, samples[i].shape[0])
