@@ -359,7 +359,8 @@ def _describe(row: dict[str, Any]) -> str:
   for k in ('loss_train_t', 'loss_test_t'):
     if k in row:
       parts.append(f'{k} {row[k]:.5f}')
-  parts += [f'{k} {v:.4g}' for k, v in row.items() if k.startswith('fd_') and not k.endswith('_set_std')]
+  parts += [f'{k} {v:.4g}' for k, v in row.items()
+            if (k.startswith('fd_') and not k.endswith('_set_std')) or k.startswith('valid_')]
   return ', '.join(parts)
 
 
