@@ -14,6 +14,7 @@ import pytest
 from conftest import apply_overrides
 from jaxdiff import config as config_lib
 from jaxdiff import experiments
+from jaxdiff.analysis.report import report
 from jaxdiff.data import rhm
 from jaxdiff.diffusion import d3pm
 from jaxdiff.evaluators.copies import copy_flags
@@ -114,6 +115,9 @@ def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_gramma
   exp = experiments.get('d3pm')
   assert [(m['n'], m['seed']) for m in ens.summary['members']] == [(16, 3), (32, 3)]
   assert os.path.exists(tmp_path / 'ens' / 'validity_copies.png')
+  rep = report([str(tmp_path / 'ens')], str(tmp_path / 'analysis'), num_bootstrap=20)   # the analysis CLI's
+  assert [(r['family'], r['n'], r['width']) for r in rep['runs']] == [('d3pm', 16, 16), ('d3pm', 32, 16)]
+  assert os.path.exists(rep['files']['validity.png'])
   for i, m in enumerate(exp.members(cfg)):
     solo = experiments.train(exp.member_config(cfg, m), str(tmp_path / m.name))
     for a, b in zip(jax.tree.leaves(ens.member_params(i, ema=False)), jax.tree.leaves(solo.state.params),

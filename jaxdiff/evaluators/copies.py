@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxdiff import distributed, sharding
 from jaxdiff.data import rhm
+from jaxdiff.evaluators import validity
 from jaxdiff.metrics import memorization
 
 
@@ -31,19 +32,14 @@ def copy_flags(samples: jax.Array, train_tokens: jax.Array, v: int) -> jax.Array
   return jnp.any(agree >= samples.shape[1] - 0.5, axis=1)
 
 
-class Evaluator:
-  needs_samples = True
-
-  def __new__(cls, ctx):
-    if getattr(ctx.family, 'grammar', None) is None:
-      return None
-    return super().__new__(cls)
+class Evaluator(validity.Evaluator):
+  """Declines, like 'validity', for families without a grammar."""
 
   def __init__(self, ctx):
+    super().__init__(ctx)
     ec, g = ctx.config.eval, ctx.family.grammar
     train_tokens = np.asarray(ctx.data.train).argmax(-1).astype(np.int32)
     self.train = distributed.put(train_tokens, sharding.replicated(ctx.mesh))
-    self.tables = jnp.asarray(g.tables)
     self.fraction = train_tokens.shape[0] / g.p_max   # P / P_max (float: P_max may exceed 2^63)
 
     def metrics(samples, train, tables, key):
