@@ -156,3 +156,23 @@ def test_grammar_of_a_config_is_the_seeded_grammar():
   from jaxdiff.experiments.d3pm import grammar_of
   g = grammar_of(tiny_d3pm_config())
   np.testing.assert_array_equal(g.tables, rhm.Grammar.from_seed(8, 8, 3, 2, 3, 0).tables)
+
+
+@pytest.mark.slow
+def test_the_cpu_sweep_learns_levels_bottom_up_and_copies_from_tau_mem_proportional_to_p(tmp_path):
+  """configs/rhm_d3pm.py:cpu end to end (P = 64 ... 512 as one ensemble; ~20 minutes on the 2-core CPU)."""
+  from jaxdiff import sweep
+  module = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
+                                                 'rhm_d3pm.py'))
+  cfg = module.get_config('cpu')
+  ens = experiments.train(cfg, str(tmp_path))
+  for m in experiments.get('d3pm').members(cfg):
+    rows = [r for r in read_metrics(str(tmp_path / m.name)) if 'valid_1' in r]
+    steps = np.array([r['step'] for r in rows])
+    first = []
+    for k in (1, 2, 3):
+      v = np.array([r[f'valid_{k}'] for r in rows])
+      first.append(steps[np.argmax(v >= (v[0] + v[-1]) / 2)])   # halfway from the start to the end
+    assert first[0] <= first[1] <= first[2] and first[0] < first[2], (m.n, first)
+  fit = ens.summary['tau_mem_fit']
+  assert fit['num_points'] == 4 and 0.8 <= fit['alpha'] <= 1.2, fit
