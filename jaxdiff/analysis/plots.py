@@ -1,6 +1,8 @@
 """Figures of a sweep: tau against n with the fits, the collapse plots, the phase diagram, curves against the
 normalized step. Each function takes `Run`s / table rows and a path, writes one PNG and returns the path.
 
+Grammar runs (paper 2) also get valid@k against tau, one panel per level (`validity_curves`).
+
 Collapses (paper 1, Figs. 2-3): f_mem / f_mem(end) against tau / n; quality against tau W; the losses at fixed
 diffusion time against tau / n. One panel per width (several widths) or a single panel, colour = n.
 """
@@ -122,6 +124,30 @@ def collapse_losses(runs: Sequence[Run], path: str) -> str:
     return out
   return _collapse(runs, path, 'train (solid) / test (dashed) loss', curves, 'tau / n', 'loss at fixed t',
                    logy=True)
+
+
+def validity_curves(runs: Sequence[Run], path: str) -> str | None:
+  """Grammar runs (the 'validity' evaluator): valid@k against tau, one panel per level k, colour = n (paper 2:
+  the levels are learned bottom up). None (no file) when no run has valid_1."""
+  levels = sorted({int(k.split('_')[1]) for r in runs for row in r.history for k in row
+                   if k.startswith('valid_') and k[6:].isdigit()})
+  if not levels:
+    return None
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 3.8), squeeze=False)
+  colors = _colors([r.info.get('n') for r in runs])
+  for ax, k in zip(axes[0], levels):
+    for r in sorted(runs, key=lambda r: r.info.get('n') or 0):
+      t, v = r.curve(f'valid_{k}')
+      if t.size:
+        ax.plot(t, v, '-', color=colors.get(r.info.get('n'), 'k'), label=f"n={r.info.get('n')}", lw=1.2)
+    ax.set_xscale('log')
+    ax.set_xlabel('training step')
+    ax.set_ylabel(f'valid@{k}')
+    ax.set_title(f'level {k}: valid height-{k} subtrees')
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  return save_figure(fig, path)
 
 
 def normalized_curves(runs: Sequence[Run], rows: Sequence[Mapping[str, Any]], path: str) -> str:

@@ -115,6 +115,9 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
     files['collapse_quality.png'] = plots.collapse_quality(runs, os.path.join(out, 'collapse_quality.png'))
     files['collapse_losses.png'] = plots.collapse_losses(runs, os.path.join(out, 'collapse_losses.png'))
     files['normalized.png'] = plots.normalized_curves(runs, rows, os.path.join(out, 'normalized.png'))
+    validity = plots.validity_curves(runs, os.path.join(out, 'validity.png'))
+    if validity:
+      files['validity.png'] = validity
     if phase:
       files['phase.png'] = plots.phase_plot(phase, os.path.join(out, 'phase.png'))
   with open(os.path.join(out, 'summary.json'), 'w') as f:

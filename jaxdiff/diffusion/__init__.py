@@ -1,1 +1,2 @@
-"""Diffusion processes: the DDPM schedule and samplers (`ddpm`) and the Ornstein-Uhlenbeck process (`ou`)."""
+"""Diffusion processes: the DDPM schedule and samplers (`ddpm`), the Ornstein-Uhlenbeck process (`ou`) and
+uniform-transition discrete diffusion (`d3pm`)."""

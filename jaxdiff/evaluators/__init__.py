@@ -15,7 +15,9 @@ the figures. The training loop never imports a metric: it calls `Evaluation.eval
 Registered: 'memorization' (f_mem by the ratio test), 'losses' (the loss at a fixed diffusion time on the
 training and test sets), 'quality' (FD / KID / sliced Wasserstein in a feature space), 'sliced_wasserstein'
 (between samples and test points in data space), and for families that know their data distribution exactly
-(the Gaussian mixture) 'score_error' and 'kl'. An evaluator that does not apply to a run (no test images, no
+(the Gaussian mixture) 'score_error' and 'kl'; for grammar data (the D3PM family) 'validity' (valid@k per
+level), 'copies' (exact copies of training sequences, as f_mem) and 'window_losses' (the loss per window of
+diffusion time). An evaluator that does not apply to a run (no test images, no
 exact distribution) declines when built. `register` adds one.
 """
 
@@ -44,6 +46,9 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     'sliced_wasserstein': 'jaxdiff.evaluators.sliced_wasserstein',
     'score_error': 'jaxdiff.evaluators.score_error',
     'kl': 'jaxdiff.evaluators.kl',
+    'validity': 'jaxdiff.evaluators.validity',
+    'copies': 'jaxdiff.evaluators.copies',
+    'window_losses': 'jaxdiff.evaluators.window_losses',
 }
 
 

@@ -6,6 +6,9 @@ The time is `eval.loss_t_ou` in OU time, mapped by the family (`family.loss_time
 `eval.loss_noise_draws` noise draws of a key that is the same at every milestone, so L_test - L_train is a smooth
 curve. The sets are cut into chunks of `eval.loss_batch_size` (split over the mesh) and summed in one compiled
 `lax.map`.
+
+Subclasses evaluate several time sets at once (`time_sets`: e.g. the windows of diffusion time of
+`jaxdiff.evaluators.window_losses`) with the same chunks, masks and keys.
 """
 
 from __future__ import annotations
@@ -46,26 +49,37 @@ class Evaluator:
       chunks = (padded.reshape(-1, lb, *x.shape[1:]), labels.reshape(-1, lb))
       mask = (np.arange(padded.shape[0]) < n).reshape(-1, lb).astype(np.float32)
       self.sets[name] = (distributed.put(chunks, spec), distributed.put(mask, spec))
-    self._loss = jax.jit(self._fixed_time_loss, compiler_options=ctx.compiler_options)
+    self._loss = jax.jit(self._mean_losses, compiler_options=ctx.compiler_options)
 
-  def _fixed_time_loss(self, params, chunks, mask, key):
-    """chunks: ([C, b, ...] examples, [C, b] labels); mask: [C, b] (0 on padding) -> the mean loss."""
+  def time_sets(self, key, batch: int) -> jax.Array:
+    """[K, batch] diffusion times of the K losses this evaluator averages (here K = 1: the fixed time)."""
+    del key
+    return jnp.full((1, batch), self.time)
+
+  def _mean_losses(self, params, chunks, mask, key):
+    """chunks: ([C, b, ...] examples, [C, b] labels); mask: [C, b] (0 on padding) -> [K] mean losses, one per
+    time set."""
     model = self.ctx.model(params)
     xs, ys = chunks
-    t = jnp.full((xs.shape[1],), self.time)
 
     def one(args):
       x, y, m, i = args
-      per_draw = [self.ctx.family.loss_at(model, x, t, jax.random.fold_in(jax.random.fold_in(key, i), d), y=y)
-                  for d in range(self.draws)]
-      return jnp.sum(jnp.mean(jnp.stack(per_draw), axis=0) * m)
+      ki = jax.random.fold_in(key, i)
+      ts = self.time_sets(jax.random.fold_in(ki, self.draws), x.shape[0])   # draw index `draws` is unused
+      sums = []
+      for k in range(ts.shape[0]):
+        keys = [jax.random.fold_in(ki, d) for d in range(self.draws)]
+        keys = keys if ts.shape[0] == 1 else [jax.random.fold_in(kd, k) for kd in keys]
+        per_draw = [self.ctx.family.loss_at(model, x, ts[k], kd, y=y) for kd in keys]
+        sums.append(jnp.sum(jnp.mean(jnp.stack(per_draw), axis=0) * m))
+      return jnp.stack(sums)
 
     sums = jax.lax.map(one, (xs, ys, mask, jnp.arange(xs.shape[0])))
-    return jnp.sum(sums) / jnp.sum(mask)
+    return jnp.sum(sums, axis=0) / jnp.sum(mask)
 
   def __call__(self, params, keys, samples):
     del samples
-    out = {f'loss_{name}_t': self._loss(params, chunks, mask, keys.loss)
+    out = {f'loss_{name}_t': self._loss(params, chunks, mask, keys.loss)[0]
            for name, (chunks, mask) in self.sets.items()}
     out = {k: float(v) for k, v in distributed.fetch(out).items()}
     if 'loss_test_t' in out:

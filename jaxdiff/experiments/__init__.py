@@ -30,6 +30,7 @@ _TABLE: dict[str, str | ModuleType | Any] = {
     'ddpm': 'jaxdiff.experiments.unet',
     'gmm': 'jaxdiff.experiments.gmm',
     'random_features': 'jaxdiff.experiments.random_features',
+    'd3pm': 'jaxdiff.experiments.d3pm',
 }
 
 MODES = ('train', 'eval')

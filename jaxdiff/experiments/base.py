@@ -8,7 +8,8 @@ A network family (the DDPM U-Net, a toy MLP denoiser, ...) subclasses `NetworkEx
   `loss_time(t_ou)` and `loss_at(model, x, t, key, y=labels) -> [B]` (the loss at a fixed time, for the
   'losses' evaluator), optionally `compiler_options` (XLA options of every program that runs the network);
 - optionally its config section (`section`, `default_section()`), `validate(config)`, `summary_info`, the
-  evaluators it runs when `eval.metrics` is empty (`default_metrics`), and more members than `ensemble.n`
+  evaluators it runs when `eval.metrics` is empty (`default_metrics`), figures of the metric curves written
+  when a run finishes (`history_figures`), and more members than `ensemble.n`
   gives (`members`, `member_config`, `member_key`: the Gaussian mixture's gmm.n x gmm.num_seeds).
 
 Everything else is shared: the run is a solo run (`config.ensemble.n` empty) or a vectorized ensemble of
@@ -89,6 +90,14 @@ class NetworkExperiment:
   def member_key(self, m: Member) -> jax.Array:
     """The raw key [2] of member m's initialization, batches and noise (a solo run with seed m.seed uses it)."""
     return jax.random.key_data(jax.random.key(m.seed))
+
+  def history_figures(self, config: ml_collections.ConfigDict, rundir: RunDir,
+                      histories: list[tuple[Member, list[dict[str, Any]]]]) -> list[str]:
+    """Figures drawn from the metrics history when a run finishes (curves against training time: one per
+    member in its directory, one per ensemble), given each member's metrics rows; returns the paths written.
+    Default: none (image runs draw their samples at the last evaluation, `evaluators.write_figures`)."""
+    del config, rundir, histories
+    return []
 
   def summary_info(self, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What summary.json records beside the timescales (the analysis groups runs by it)."""
@@ -286,16 +295,20 @@ class NetworkTrainer:
     if not self.evaluations:
       self._sample_grid(rundir)
       return {}
-    per_member = []
+    per_member, histories = [], []
     for m in self.members:
       mdir = rundir.member(m.name)
       info = self.experiment.summary_info(self.member_config(m))
-      s = timescales.run_summary(mdir.read_metrics(), self.config.eval, self.quality_key,
-                                 num_params=self.num_params, **info)
+      rows = mdir.read_metrics()
+      s = timescales.run_summary(rows, self.config.eval, self.quality_key, num_params=self.num_params, **info)
       path = mdir.write_summary(s)
       logging.info('wrote %s: tau_gen %s, tau_mem (f_mem) %s, tau_mem (loss) %s', path, s.get('tau_gen'),
                    s.get('tau_mem_fmem'), s.get('tau_mem_loss'))
       per_member.append((m, s))
+      histories.append((m, rows))
+    if rundir.primary:
+      for path in self.experiment.history_figures(self.config, rundir, histories):
+        logging.info('wrote %s', path)
     if self.members[0].solo:
       self.summary = per_member[0][1]
       return self.summary
@@ -435,7 +448,8 @@ def _describe(row: dict[str, Any]) -> str:
   for k in ('loss_train_t', 'loss_test_t'):
     if k in row:
       parts.append(f'{k} {row[k]:.5f}')
-  parts += [f'{k} {v:.4g}' for k, v in row.items() if k.startswith('fd_') and not k.endswith('_set_std')]
+  parts += [f'{k} {v:.4g}' for k, v in row.items()
+            if (k.startswith('fd_') and not k.endswith('_set_std')) or k.startswith('valid_')]
   return ', '.join(parts)
 
 

@@ -1,5 +1,6 @@
 """Figures: headless matplotlib (`pyplot`), PNGs written whole to local or gs:// paths (`save_figure`), and
-the figures every image run writes (sample grids, samples above their nearest training images)."""
+the figures every image run writes (sample grids, samples above their nearest training images), and metric
+curves against training time (`save_curves`)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,28 @@ def save_agreement_curves(curves: list[dict], path: str) -> str:
     ax_bot.set_xlabel('training step')
     ax_bot.set_xscale('log')
     ax_bot.legend(fontsize=7)
+
+def save_curves(panels, path: str, *, title: str | None = None, xlabel: str = 'training step',
+                logx: bool = True) -> str:
+  """Curves against training time, one panel per entry of `panels`: (panel title, y label, [(label, x [M],
+  y [M], style), ...]); style a matplotlib format string ('-o', '--'); x on a log scale with logx."""
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+  for ax, (name, ylabel, curves) in zip(axes[0], panels):
+    for label, x, y, style in curves:
+      x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+      keep = np.isfinite(y) & (x > 0 if logx else np.isfinite(x))
+      if keep.any():
+        ax.plot(x[keep], y[keep], style, label=label, lw=1.2, ms=3)
+    if logx:
+      ax.set_xscale('log')
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(name, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
   return save_figure(fig, path)
 
 
