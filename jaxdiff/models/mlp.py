@@ -28,6 +28,19 @@ from jaxdiff.models import initializers
 from jaxdiff.models.unet import timestep_embedding
 
 
+def _trunk(model, x: jax.Array, emb: jax.Array, y: jax.Array | None) -> jax.Array:
+  """model.inp(x) through model.blocks, each given emb plus the label embedding (the null label when y is
+  None) of a class-conditional model. x: [B, d]; emb: [B, W] -> [B, W]."""
+  if model.label is not None:
+    if y is None:
+      y = jnp.full(x.shape[:1], model.num_classes, jnp.int32)
+    emb = emb + model.label(y)
+  h = model.inp(x)
+  for block in model.blocks:
+    h = block(h, emb)
+  return h
+
+
 class ResidualBlock(nnx.Module):
   """h + Linear(SiLU(Linear(LayerNorm(h)) + emb)). h: [B, W]; emb: [B, W]."""
 
@@ -73,14 +86,7 @@ class ResidualMLP(nnx.Module):
       raise ValueError(f'ResidualMLP expects x of shape [B, {self.dim}], got {x.shape}')
     emb = self.time2(nnx.silu(self.time1(timestep_embedding(jnp.broadcast_to(t, x.shape[:1]),
                                                              self.time_dim))))
-    if self.label is not None:
-      if y is None:
-        y = jnp.full(x.shape[:1], self.num_classes, jnp.int32)
-      emb = emb + self.label(y)
-    h = self.inp(x)
-    for block in self.blocks:
-      h = block(h, emb)
-    return self.out(nnx.silu(self.out_norm(h)))
+    return self.out(nnx.silu(self.out_norm(_trunk(self, x, emb, y))))
 
 
 def positional_encoding(t: jax.Array, dim: int, min_freq: float = 1e-4) -> jax.Array:
@@ -126,15 +132,7 @@ class PostLNMLP(nnx.Module):
   def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
     if x.ndim != 2 or x.shape[1] != self.dim:
       raise ValueError(f'PostLNMLP expects x of shape [B, {self.dim}], got {x.shape}')
-    emb = positional_encoding(jnp.broadcast_to(t, x.shape[:1]), self.width)
-    if self.label is not None:
-      if y is None:
-        y = jnp.full(x.shape[:1], self.num_classes, jnp.int32)
-      emb = emb + self.label(y)
-    h = self.inp(x)
-    for block in self.blocks:
-      h = block(h, emb)
-    return self.out(h)
+    return self.out(_trunk(self, x, positional_encoding(jnp.broadcast_to(t, x.shape[:1]), self.width), y))
 
 
 NETWORKS = {'pre_ln': ResidualMLP, 'post_ln': PostLNMLP}   # gmm.network -> class
