@@ -4,7 +4,21 @@
         --config.data.n=1024 --config.model.width=32
 
 W = 32 (4.06M parameters as paper 1 counts them), SGD lr 0.01 momentum 0.95, batch min(n, 512), T = 1000,
-no EMA, 40 log-spaced milestones. Paper 1 trains 1-11 million steps; memorization at n = 1024 appears around
+no EMA, 40 log-spaced milestones.
+
+What matches the authors' code (github.com/tbonnair/Why-Diffusion-Models-Don-t-Memorize, Experiments/src):
+the network function (U-Net layer for layer, GELU time MLP `model.time_activation`, embedding frequencies over
+W/2 - 1 `model.freq_shift=1`, stride-2 convolutions padded (1, 1) `model.downsample_padding='symmetric'`,
+GroupNorm epsilon 1e-5 `model.norm_eps`; checked against a PyTorch reference by tests/test_torch_unet.py),
+PyTorch's initialization (`model.init='torch'`), the linear DDPM schedule with training steps uniform in
+1..999, epsilon-MSE, SGD with momentum 0.95 and no weight decay, batch min(n, 512), deterministic DDIM with 100
+steps and no clipping of x0 (`diffusion.clip_denoised=False`), the grayscale 32x32 centre-cropped images minus
+their mean pixel. `--config.diffusion.fixed_step=K` trains at the one step K (the authors' fixed-time mode).
+What differs: the random numbers (epoch permutations, noise, dropout masks and initial weights come from JAX's
+generator: the same distributions, other draws); the 100 DDIM steps are rounded from an even grid over 999..0
+(the authors truncate) and the last one goes to the x0 estimate (theirs stops at step 0, ~0.01 noise); the
+evaluation draws eval.num_samples samples (paper 1:
+10,000; `:fid` sets that). Paper 1 trains 1-11 million steps; memorization at n = 1024 appears around
 1.6M steps. Cost: GPU/TPU work, not yet run end to end; one step of this U-Net at batch 64 takes 9.6 ms on an
 H200 and 4.37 s on a 2-core CPU (bench/README.md), and this config's batch is min(n, 512). Needs CelebA
 prepared for TFDS in array_record format (see README, "Data").
@@ -40,7 +54,13 @@ def get_config(arg: str = ''):
   c.train.log_every = 1000
   c.train.checkpoint_every = 20_000
   c.train.num_milestones = 40
+  c.model.init = 'torch'
+  c.model.time_activation = 'gelu'
+  c.model.freq_shift = 1
+  c.model.downsample_padding = 'symmetric'
+  c.model.norm_eps = 1e-5
   c.diffusion.sample_steps = 100
+  c.diffusion.clip_denoised = False
   if arg == 'fid':
     c.data.test_split = 'train'
     c.data.n_test = 50_000

@@ -50,6 +50,14 @@ def default_config() -> ml_collections.ConfigDict:
       kernels='auto',      # 'xla' (Flax's attention, XLA's default options), 'cpu' (jaxdiff/models/kernels.py:
                            # per-example attention, Eigen convolutions; faster on XLA:CPU, same parameters),
                            # 'auto' (by JAX's default backend)
+      # Where paper 1's code differs from jaxdiff's defaults (configs/celeba_unet.py sets its choices; the
+      # defaults are Flax's and those of earlier jaxdiff runs, kept so their results stay reproducible):
+      init='flax',         # 'flax' (LeCun normal kernels, zero biases) or 'torch' (PyTorch's kaiming-uniform
+                           # a = sqrt(5), biases +-1/sqrt(fan_in): paper 1; jaxdiff/models/initializers.py)
+      time_activation='silu',  # of the time MLP: 'silu' or 'gelu' (paper 1)
+      freq_shift=0,        # time embedding frequencies 10000^(-i / (W/2 - freq_shift)); paper 1: 1
+      downsample_padding='same',  # stride-2 convolutions: 'same' (pads (0, 1)) or 'symmetric' ((1, 1), paper 1)
+      norm_eps=1e-6,       # GroupNorm epsilon (Flax 1e-6; PyTorch and paper 1 1e-5)
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -59,7 +67,13 @@ def default_config() -> ml_collections.ConfigDict:
       sampler='ddim',
       sample_steps=100,
       eta=0.0,
-      clip_denoised=True,  # clip the sampler's x0 estimates to the data range (Ho et al. 2020)
+      # Clip the sampler's x0 estimates to the data range (Ho et al. 2020's sampler). On by default: it keeps
+      # the trajectories of an imperfect network (a small or briefly trained one, as on a CPU) inside the range
+      # it was trained on, where unclipped DDIM drifts to saturated images. Paper 1's DDIM never clips, and
+      # clipping changes the samples of an imperfect network, so FID and tau_gen: its configs set False.
+      clip_denoised=True,
+      fixed_step=-1,       # >= 0: train at this one DDPM step only (paper 1's fixed-time mode); -1: steps
+                           # uniform in 1..num_steps-1
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -106,6 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
       sample_batch_size=512,   # samples generated per compiled call (bounds memory)
       grid_samples=64,         # samples in samples.png / neighbours.png (the first ones)
       memorization_k=1 / 3,    # memorized: d1 / d2 < k
+      memorization_fractions=(1 / 4, 1 / 3, 1 / 2),  # every row also has f_mem_k<k> at these k (paper 1)
       bootstrap_resamples=1000,
       nn_chunk_size=32768,     # training images per matrix product of the neighbour search
       loss_t_ou=0.01,          # OU time of loss_train_t / loss_test_t (step ~40 of 1000)
@@ -193,6 +208,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     require(name in evaluators.names(), 'eval.metrics',
             f'unknown evaluator {name!r}; known: {", ".join(evaluators.names())}')
   require(0 < e.memorization_k < 1, 'eval.memorization_k', f'must be in (0, 1), got {e.memorization_k}')
+  require(all(isinstance(k, (int, float)) and 0 < k < 1 for k in e.memorization_fractions), 'eval.memorization_fractions',
+          f'must be a tuple of thresholds in (0, 1), got {tuple(e.memorization_fractions)}')
   require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
   require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")

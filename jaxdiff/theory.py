@@ -36,7 +36,8 @@ z = lambda + i eps_min, and rho(lambda) = Im m(lambda + i eps_min) / pi. The spe
 at s_t^2 of weight 1 - (psi_n + 1) / psi_p (the directions outside the span of G and W), a bulk rho_2 on
 the scale psi_p that does not depend on n (it sets tau_gen ~ 1 / Delta_t), and, when psi_p > psi_n, the
 memorization bulk rho_1 with edges s_t^2 + v_t^2 (1 -/+ sqrt(psi_p / psi_n))^2, whose lower edge sets
-tau_mem = psi_p / (Delta_t lambda_min) ~ psi_n / (Delta_t v_t^2), proportional to n.
+tau_mem = psi_p / (2 Delta_t lambda_min) ~ psi_n / (2 Delta_t v_t^2), proportional to n (paper 1 writes
+psi_p / (Delta_t lambda_min); the 2 is that of the flow's exp(-2 Delta_t lambda tau / psi_p), `mode_time`).
 
 Precision: the coefficients are float64 NumPy (scalars), the Stieltjes solver runs in complex128 under
 `jax.enable_x64` because Newton's method at eps_min ~ 1e-9 close to the real axis needs it; everything
@@ -141,21 +142,26 @@ def memorization_edges(coef: Coefficients, psi_p: float, psi_n: float) -> tuple[
   return coef.s2 + coef.v2 * (1 - r) ** 2, coef.s2 + coef.v2 * (1 + r) ** 2
 
 
-def predicted_tau_mem(coef: Coefficients, psi_p: float, psi_n: float) -> float:
-  """tau_mem = psi_p / (Delta_t lambda_min), lambda_min the lower edge of rho_1 (inf if psi_p <= psi_n).
+def mode_time(psi_p: float, delta: float, lam):
+  """The relaxation time psi_p / (2 Delta_t lambda) of a mode of U of eigenvalue lambda, in the training time
+  tau = k eta / d^2 of `jaxdiff.models.random_features`, where the mode relaxes as
+  exp(-2 Delta_t lambda tau / psi_p). Paper 1 writes the timescale psi_p / (Delta_t lambda), without the 2.
+  Multiply by d / psi_p for the time axis of the authors' script (k eta with their unnormalized A)."""
+  return psi_p / (2.0 * delta * lam)
 
-  In the training time tau = k eta / d^2 of `jaxdiff.models.random_features` a mode of eigenvalue lambda
-  relaxes as exp(-2 Delta_t lambda tau / psi_p): this is paper 1's timescale up to its factor 2.
-  """
+
+def predicted_tau_mem(coef: Coefficients, psi_p: float, psi_n: float) -> float:
+  """tau_mem = psi_p / (2 Delta_t lambda_min) (`mode_time`), lambda_min the lower edge of rho_1 (inf if
+  psi_p <= psi_n)."""
   edges = memorization_edges(coef, psi_p, psi_n)
   if edges is None or edges[0] <= 0:
     return math.inf
-  return psi_p / (coef.delta * edges[0])
+  return mode_time(psi_p, coef.delta, edges[0])
 
 
 def asymptotic_tau_mem(coef: Coefficients, psi_n: float) -> float:
-  """psi_p >> psi_n form of `predicted_tau_mem`: psi_n / (Delta_t v_t^2), exactly linear in n."""
-  return psi_n / (coef.delta * coef.v2) if coef.v2 > 0 else math.inf
+  """psi_p >> psi_n form of `predicted_tau_mem`: psi_n / (2 Delta_t v_t^2), exactly linear in n."""
+  return psi_n / (2.0 * coef.delta * coef.v2) if coef.v2 > 0 else math.inf
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,6 +30,13 @@ def test_defaults_and_shipped_configs_are_valid():
     ('ensemble.num_seeds', 0, "'ensemble.num_seeds'"),
     ('data.test_split', 'validation', "'data.test_split'"),
     ('eval.num_reference_sets', 0, "'eval.num_reference_sets'"),
+    ('model.init', 'xavier', "'model.init': must be one of"),
+    ('model.time_activation', 'relu', "'model.time_activation'"),
+    ('model.downsample_padding', 'valid', "'model.downsample_padding'"),
+    ('model.freq_shift', 2, "'model.freq_shift'"),
+    ('model.norm_eps', 0.0, "'model.norm_eps'"),
+    ('diffusion.fixed_step', 1000, "'diffusion.fixed_step'"),
+    ('eval.memorization_fractions', (0.25, 1.5), "'eval.memorization_fractions'"),
 ])
 def test_bad_values_name_the_field(field, value, match):
   overrides = {field: value}

@@ -86,6 +86,19 @@ def test_ddpm_loss_of_the_exact_score_is_the_bayes_error():
   assert float(loss_off) - float(loss_exact) == pytest.approx(excess, rel=0.04)
 
 
+def test_fixed_step_training_loss_is_the_loss_at_that_step():
+  """diffusion.fixed_step (paper 1's fixed-diffusion-time mode): every example at the one step, with the
+  noise the uniform-step loss would draw."""
+  s = diffusion.linear_schedule(1000)
+  x0 = jax.random.normal(jax.random.PRNGKey(1), (64, 3))
+  eps_fn = lambda x, t: 0.5 * x + 1e-3 * t[:, None]   # noqa: E731: depends on the step
+  key = jax.random.PRNGKey(2)
+  fixed = diffusion.ddpm_losses(s, eps_fn, x0, key, fixed_step=40)
+  want = diffusion.eps_loss_at(s, eps_fn, x0, jnp.full((64,), 40), jax.random.split(key)[1])
+  np.testing.assert_allclose(fixed, want, rtol=1e-6)
+  assert not np.allclose(diffusion.ddpm_losses(s, eps_fn, x0, key), want)
+
+
 def test_ddim_timesteps_cover_the_chain():
   ts = np.asarray(diffusion.ddim_timesteps(1000, 100))
   assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 100 and np.all(np.diff(ts) < 0)

@@ -42,6 +42,8 @@ def test_run_writes_eval_rows_figures_and_summary(run_dir):
     assert EVAL_KEYS <= set(r), set(r)
     assert 0 <= r['f_mem_lo'] <= r['f_mem'] <= r['f_mem_hi'] <= 1
     assert r['loss_train_t'] > 0 and r['loss_test_t'] > 0
+    # f_mem at k = 1/4, 1/3, 1/2 in every row, from the same ratios: nested, and the 1/3 one is f_mem.
+    assert r['f_mem_k0.25'] <= r['f_mem_k0.333'] == r['f_mem'] <= r['f_mem_k0.5'], r
   # The fixed-time losses use the same noise at every milestone: training lowers the training loss.
   assert rows[-1]['loss_train_t'] < rows[0]['loss_train_t']
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
@@ -109,6 +111,8 @@ def test_copies_of_training_images_are_memorized_and_held_out_images_are_not(sou
   d = np.sort(np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1)), axis=1)
   ratio = np.where(d[:, 1] > 0, d[:, 0] / np.maximum(d[:, 1], 1e-300), 0.0)
   assert scalars['f_mem'] == pytest.approx(np.mean(ratio < 1 / 3))
+  for k, key in ((1 / 4, 'f_mem_k0.25'), (1 / 3, 'f_mem_k0.333'), (1 / 2, 'f_mem_k0.5')):
+    assert scalars[key] == pytest.approx(np.mean(ratio < k)), key
   if source == 'train':  # every sample is a copy, and each figure pair shows it beside the image it copies
     assert scalars['f_mem'] == scalars['f_mem_lo'] == scalars['f_mem_hi'] == 1.0
     np.testing.assert_allclose(figs['samples'], figs['neighbours'], atol=1e-6)

@@ -174,6 +174,65 @@ def test_bad_gmm_config_names_the_field():
   c = tiny_gmm_config(**{'gmm.t_min': 2.0, 'gmm.t_max': 1.0})
   with pytest.raises(ValueError, match='gmm.t_min'):
     config_lib.validate(c)
+  for field, value in [('gmm.schedule', 'vp'), ('gmm.network', 'mlp'), ('gmm.init', 'he'), ('gmm.fixed_t', -1.0)]:
+    with pytest.raises(ValueError, match=f"'{field}'"):
+      config_lib.validate(tiny_gmm_config(**{field: value}))
+  with pytest.raises(ValueError, match="'gmm.balanced'"):
+    config_lib.validate(tiny_gmm_config(**{'gmm.balanced': True, 'gmm.n': (8, 15)}))
+
+
+PAPER_PROTOCOL = {'gmm.schedule': 'ddpm', 'gmm.network': 'post_ln', 'gmm.init': 'torch', 'gmm.balanced': True}
+
+
+def test_paper_protocol_network_has_the_authors_parameter_count():
+  """configs/gmm_mlp.py (paper 1's protocol): the authors' SimpleTimeModel at d = 8, W = 256 has 400,648
+  parameters (their "401k"); jaxdiff's own network ('jaxdiff') has 730k."""
+  from jaxdiff import sweep
+  module = sweep.load_config_module(os.path.join(ROOT, 'configs', 'gmm_mlp.py'))
+  config = module.get_config('')
+  config_lib.validate(config)
+  problem = gmm.problem_from_config(config)
+  assert (problem.schedule, problem.network, problem.init, problem.balanced) == ('ddpm', 'post_ln', 'torch', True)
+  assert gmm.parameter_count(problem) == mlp.parameter_count(dim=8, width=256, network='post_ln') == 400_648
+  assert 700_000 < gmm.parameter_count(gmm.problem_from_config(module.get_config('jaxdiff'))) < 760_000
+
+
+def test_paper_protocol_trains_with_the_ddpm_schedule_loss():
+  """gmm.schedule='ddpm': the training loss is the DDPM eps-MSE with steps k uniform in 1..999, x_k =
+  sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) xi, the network seeing the integer step k; training points are
+  exactly n/2 per component; gmm.fixed_t trains at one step."""
+  from jaxdiff.diffusion import ddpm
+  config = tiny_gmm_config(**PAPER_PROTOCOL)
+  config_lib.validate(config)
+  problem = gmm.problem_from_config(config)
+  schedule = ddpm.linear_schedule(1000, 1e-4, 0.02)
+  model = problem.model(jax.random.key(0))
+  x0 = jax.random.normal(jax.random.key(1), (256, 4))
+  key = jax.random.key(2)
+  got = gmm.losses(problem, model, {'x': x0, 'y': jnp.zeros(256, jnp.int32)}, key)
+  k_t, k_xi, _ = jax.random.split(key, 3)
+  steps = jax.random.randint(k_t, (256,), 1, 1000)
+  xi = jax.random.normal(k_xi, x0.shape)
+  want = jnp.mean(jnp.square(model(ddpm.q_sample(schedule, x0, steps, xi), steps.astype(jnp.float32)) - xi), 1)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+  codes = problem.time_code(problem.sample_times(key, (4096,)))
+  assert float(codes.min()) >= 1 and float(codes.max()) <= 999 and bool(jnp.all(codes == jnp.round(codes)))
+  assert len(np.unique(np.asarray(codes))) > 900
+  # Exactly n/2 per component, nested across n.
+  x, y = gmm.Member(16, 0).data(problem)
+  assert int(y.sum()) == 8
+  np.testing.assert_array_equal(gmm.Member(8, 0).data(problem)[0], x[:8])
+  # The fixed-time mode: every example at the step nearest to t = 0.01 (step 40).
+  fixed = dataclasses.replace(problem, fixed_t=0.01)
+  t = fixed.sample_times(key, (64,))
+  assert np.all(np.asarray(fixed.time_code(t)) == 40)
+  # It trains: 40 Adam steps of the tiny ensemble lower that loss on the member's training points.
+  trainer = gmm.Trainer(config)
+  x16 = {'x': jnp.asarray(np.tile(x, (16, 1))), 'y': jnp.zeros(256, jnp.int32)}
+  loss = lambda: float(jnp.mean(gmm.losses(problem, trainer.member_params(1), x16, key)))  # noqa: E731
+  before = loss()
+  trainer.train(40)
+  assert trainer.members[1].n == 16 and loss() < 0.9 * before
 
 
 @pytest.mark.slow

@@ -205,3 +205,28 @@ print('OK')
 """
   r = run_python(code, devices=4)
   assert r.returncode == 0 and r.stdout.strip().endswith('OK'), r.stderr[-3000:]
+
+
+def test_torch_initialization_has_pytorchs_scales():
+  """model.init='torch': every conv / dense kernel with >= 20,000 entries has PyTorch's std 1/sqrt(3 fan_in)
+  (kaiming-uniform, a = sqrt(5)) within 2%, biases lie in +-1/sqrt(fan_in) and are not zero; the attention's
+  input projections have PyTorch's Xavier std sqrt(2 / (C + 3C)) and zero biases."""
+  from jaxdiff.models import unet
+  model = UNet(image_size=8, channels=1, width=32, channel_mult=(2, 4), num_res_blocks=1, attention_resolutions=(4,),
+               rngs=nnx.Rngs(0), init='torch')
+  checked = 0
+  for path, layer in nnx.iter_graph(model):
+    if isinstance(layer, (nnx.Conv, nnx.Linear)):
+      kernel, bias = np.asarray(layer.kernel.get_value()), np.asarray(layer.bias.get_value())
+      fan_in = int(np.prod(kernel.shape[:-1]))
+      assert np.abs(bias).max() <= 1 / np.sqrt(fan_in) + 1e-7 and np.abs(bias).max() > 0.5 / np.sqrt(fan_in), path
+      if kernel.size >= 20_000:
+        assert abs(np.std(kernel) * np.sqrt(3 * fan_in) - 1) < 0.02, path
+        checked += 1
+    if isinstance(layer, nnx.MultiHeadAttention) and layer.query.kernel.size >= 20_000:
+      c = layer.query.kernel.shape[0]
+      assert abs(np.std(np.asarray(layer.query.kernel.get_value())) * np.sqrt(4 * c / 2) - 1) < 0.02, path
+      assert not np.any(np.asarray(layer.query.bias.get_value()))
+      checked += 1
+  assert checked >= 10
+  assert unet.ACTIVATIONS['gelu'](jnp.array(1.0)) == pytest.approx(0.8413447, abs=1e-6)   # erf GELU, as torch's

@@ -64,10 +64,13 @@ def eps_loss_at(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, t: jax.Array,
   return jnp.mean(jnp.square(err), axis=tuple(range(1, x0.ndim)))
 
 
-def ddpm_losses(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, key: jax.Array) -> jax.Array:
-  """Per-example DDPM training losses [B]: the eps-MSE with t uniform in 1..T-1."""
+def ddpm_losses(schedule: Schedule, eps_fn: EpsFn, x0: jax.Array, key: jax.Array, fixed_step: int = -1) -> jax.Array:
+  """Per-example DDPM training losses [B]: the eps-MSE with t uniform in 1..T-1, or at the one step
+  `fixed_step` >= 0 (paper 1's fixed-diffusion-time training; the noise draws are the same either way)."""
   k_t, k_noise = jax.random.split(key)
   t = jax.random.randint(k_t, (x0.shape[0],), 1, schedule.num_steps)
+  if fixed_step >= 0:
+    t = jnp.full_like(t, fixed_step)
   return eps_loss_at(schedule, eps_fn, x0, t, k_noise)
 
 

@@ -7,13 +7,23 @@ P_t = 1/2 N(m_t, I) + 1/2 N(-m_t, I) with m_t = mu e^-t (the covariance stays I)
   log P_t(x) = -d/2 log(2 pi) - |x|^2 / 2 - |m_t|^2 / 2 + log cosh(x . m_t),
   grad log P_t(x) = m_t tanh(x . m_t) - x                                   (SPEC section 2).
 
-Model: the residual MLP of `jaxdiff.models.mlp` predicts the noise, eps(x_t, t); the score is
+Model: a residual MLP of `jaxdiff.models.mlp` (`gmm.network`) predicts the noise, eps(x_t, t); the score is
 -eps / sqrt(Delta_t), and the loss is the eps-MSE per coordinate (denoising score matching weighted by
-Delta_t), with t drawn log-uniformly (or uniformly) in [t_min, t_max]. The network sees t through the time
-code 1000 (log t - log t_min) / (log t_max - log t_min).
+Delta_t). Two time schedules (`gmm.schedule`), both written in OU time, so that the samplers and evaluators
+are the same:
+- 'ou' (jaxdiff's): t drawn log-uniformly (or uniformly) in [t_min, t_max]; the network sees the time code
+  1000 (log t - log t_min) / (log t_max - log t_min); samplers on a geometric (or linear) grid.
+- 'ddpm' (paper 1's code): the linear DDPM schedule of `config.diffusion` (T = 1000 steps, betas 1e-4 ->
+  0.02); training steps k uniform in 1..T-1 at OU times t_k = -1/2 log(alpha_bar_k), whose marginal
+  sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) xi is the OU one; the network sees the integer step k (the
+  nearest step of any OU time it is asked about); samplers walk the OU times of evenly spaced steps from T-1
+  to 0 (t_min, t_max are those of steps 0 and T-1).
+`gmm.fixed_t` > 0 trains at that one OU time (its nearest step under 'ddpm'): paper 1's fixed-time mode.
+Paper 1's protocol (configs/gmm_mlp.py) is `schedule='ddpm'`, `network='post_ln'`, `init='torch'`,
+`balanced=True` (exactly n/2 training points per component).
 
 Sampling: Euler-Maruyama on the reverse SDE dx = [x + 2 s(x, t)] dt + sqrt(2) dW from N(0, I) at t_max down
-to t_min (`gmm.sample_steps` steps on a geometric or linear grid; no noise on the last step).
+to t_min (`gmm.sample_steps` steps on the schedule's grid; no noise on the last step).
 
 Evaluation (jaxdiff.evaluators, by name; default 'memorization', 'losses', 'score_error', 'kl',
 'sliced_wasserstein'): f_mem of the samples against the member's training points, the eps-MSE at OU time
@@ -53,7 +63,9 @@ from jaxdiff.config import require
 from jaxdiff.diffusion import ou
 from jaxdiff.evaluators import kl
 from jaxdiff.experiments.base import EnsembleTrainer, NetworkExperiment, eval_seed_of, halves_members, set_half
-from jaxdiff.models.mlp import ResidualMLP
+from jaxdiff.diffusion import ddpm
+from jaxdiff.models import initializers
+from jaxdiff.models import mlp
 from jaxdiff.train import loop
 from jaxdiff.train.steps import LossFn, weighted_mean
 
@@ -63,6 +75,7 @@ QUALITY_KEYS = {'kl': 'kl', 'sw': 'sw', 'score_err': 'score_err'}   # gmm.qualit
 GMM_T_SAMPLING = ou.DISTRIBUTIONS
 GMM_SPACINGS = ou.SPACINGS
 GMM_QUALITY = tuple(QUALITY_KEYS)
+GMM_SCHEDULES = ('ou', 'ddpm')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -86,6 +99,17 @@ def sample_data(key: jax.Array, n: int, mu: jax.Array) -> tuple[jax.Array, jax.A
 
 
 _sample_data = jax.jit(sample_data, static_argnums=1)
+
+
+def sample_balanced(key: jax.Array, n: int, mu: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Exactly n/2 points of N(mu, I) and n/2 of N(-mu, I) (n even; paper 1's code), alternating: (x [n, d],
+  y [n]). The first m (even) of n points equal the m points drawn from the same key (nested across n)."""
+  z = jax.random.normal(key, (n // 2, 2, mu.shape[0])).reshape(n, mu.shape[0])
+  y = jnp.tile(jnp.array([0, 1], jnp.int32), n // 2)
+  return z + sign(y)[:, None] * mu, y
+
+
+_sample_balanced = jax.jit(sample_balanced, static_argnums=1)
 
 
 def sign(y: jax.Array) -> jax.Array:
@@ -137,14 +161,34 @@ class Problem:
   kl_steps: int = 200
   loss_t: float = 0.01          # OU time of loss_train_t / loss_test_t / score_err_t
   loss_noise_draws: int = 4
+  schedule: str = 'ou'          # 'ou' or 'ddpm' (module docstring)
+  network: str = 'pre_ln'       # jaxdiff.models.mlp.NETWORKS
+  init: str = 'flax'            # jaxdiff.models.initializers.INITS
+  balanced: bool = False        # exactly n/2 training points per component
+  fixed_t: float = 0.0          # > 0: train at this one OU time only
+  num_steps: int = 1000         # 'ddpm': the linear schedule
+  beta_min: float = 1e-4
+  beta_max: float = 0.02
 
   @property
   def mu(self) -> jax.Array:
     return mean_vector(self.d, self.mu_scale)
 
-  def model(self, key: jax.Array) -> ResidualMLP:
-    return ResidualMLP(dim=self.d, width=self.width, num_blocks=self.num_blocks,
-                       num_classes=2 if self.conditional else 0, rngs=nnx.Rngs(params=key))
+  @functools.cached_property
+  def step_times(self) -> np.ndarray:
+    """'ddpm': [T] OU times of the steps 0..T-1, increasing (host float32, the one table all uses share)."""
+    alpha_bars = ddpm.linear_schedule(self.num_steps, self.beta_min, self.beta_max).alpha_bars
+    return np.asarray(ou.ddpm_ou_time(alpha_bars, jnp.arange(self.num_steps)), np.float32)
+
+  def nearest_step(self, t: jax.Array) -> jax.Array:
+    """'ddpm': the step whose OU time is nearest to t (any shape) -> int32 of that shape."""
+    table = jnp.asarray(self.step_times)
+    hi = jnp.clip(jnp.searchsorted(table, t), 1, table.shape[0] - 1)
+    return jnp.where(jnp.abs(table[hi - 1] - t) <= jnp.abs(table[hi] - t), hi - 1, hi).astype(jnp.int32)
+
+  def model(self, key: jax.Array) -> nnx.Module:
+    return mlp.build(self.network, dim=self.d, width=self.width, num_blocks=self.num_blocks,
+                     num_classes=2 if self.conditional else 0, init=self.init, rngs=nnx.Rngs(params=key))
 
   def init_params(self, key: jax.Array):
     return nnx.state(self.model(key), nnx.Param)
@@ -154,7 +198,9 @@ class Problem:
     return nnx.split(nnx.eval_shape(lambda: self.model(jax.random.key(0))), nnx.Param)[0]
 
   def time_code(self, t: jax.Array) -> jax.Array:
-    """The network's time input: 0 at t_min, 1000 at t_max, linear in log t."""
+    """The network's time input: 'ou': 0 at t_min, 1000 at t_max, linear in log t; 'ddpm': the nearest step."""
+    if self.schedule == 'ddpm':
+      return self.nearest_step(t).astype(jnp.float32)
     lo, hi = math.log(self.t_min), math.log(self.t_max)
     return TIME_CODE_SCALE * (jnp.log(t) - lo) / (hi - lo)
 
@@ -176,22 +222,43 @@ class Problem:
     """Learned score -eps / sqrt(Delta_t) (guided for conditional models). x: [B, d]; t: [B]."""
     return -self.guided_eps(params, x, t, y) / jnp.sqrt(ou.delta(t))[:, None]
 
+  def snap(self, t: float) -> float:
+    """The OU time the model can be trained at nearest to t: t itself ('ou') or that of its nearest step."""
+    if self.schedule == 'ddpm':
+      return float(self.step_times[int(np.argmin(np.abs(self.step_times - t)))])
+    return t
+
   def sample_times(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Training times of `shape` in [t_min, t_max], distributed as `t_sampling`."""
+    """Training times of `shape`: `fixed_t` (snapped) if set; 'ou': in [t_min, t_max], distributed as
+    `t_sampling`; 'ddpm': the OU times of steps uniform in 1..T-1."""
+    if self.fixed_t > 0:
+      return jnp.full(shape, self.snap(self.fixed_t), jnp.float32)
+    if self.schedule == 'ddpm':
+      return jnp.asarray(self.step_times)[jax.random.randint(key, shape, 1, self.num_steps)]
     return ou.sample_times(key, shape, self.t_min, self.t_max, self.t_sampling)
 
   def time_grid(self, steps: int) -> np.ndarray:
-    """[steps + 1] decreasing times t_max ... t_min of the samplers, spaced as `sample_spacing`."""
+    """Decreasing times t_max ... t_min of the samplers: 'ou': [steps + 1] spaced as `sample_spacing`; 'ddpm':
+    the OU times of min(steps + 1, T) evenly spaced steps T-1 ... 0."""
+    if self.schedule == 'ddpm':
+      idx = np.unique(np.round(np.linspace(0, self.num_steps - 1, min(steps + 1, self.num_steps))).astype(int))
+      return self.step_times[idx[::-1]].astype(np.float64)
     return ou.time_grid(self.t_max, self.t_min, steps, self.sample_spacing)
 
 
 def problem_from_config(config: ml_collections.ConfigDict) -> Problem:
-  g = config.gmm
-  return Problem(d=g.d, mu_scale=g.mu_scale, width=g.width, num_blocks=g.num_blocks, conditional=g.conditional,
-                 label_dropout=g.label_dropout, guidance=g.guidance, t_min=g.t_min, t_max=g.t_max,
-                 t_sampling=g.t_sampling, sample_steps=g.sample_steps, sample_spacing=g.sample_spacing,
-                 kl_samples=g.kl_samples, kl_steps=g.kl_steps, loss_t=config.eval.loss_t_ou,
-                 loss_noise_draws=config.eval.loss_noise_draws)
+  g, df = config.gmm, config.diffusion
+  problem = Problem(d=g.d, mu_scale=g.mu_scale, width=g.width, num_blocks=g.num_blocks, conditional=g.conditional,
+                    label_dropout=g.label_dropout, guidance=g.guidance, t_min=g.t_min, t_max=g.t_max,
+                    t_sampling=g.t_sampling, sample_steps=g.sample_steps, sample_spacing=g.sample_spacing,
+                    kl_samples=g.kl_samples, kl_steps=g.kl_steps, loss_t=config.eval.loss_t_ou,
+                    loss_noise_draws=config.eval.loss_noise_draws, schedule=g.schedule, network=g.network,
+                    init=g.init, balanced=g.balanced, fixed_t=g.fixed_t, num_steps=df.num_steps,
+                    beta_min=df.beta_min, beta_max=df.beta_max)
+  if g.schedule == 'ddpm':   # the schedule's ends replace gmm.t_min, gmm.t_max
+    steps = problem.step_times
+    problem = dataclasses.replace(problem, t_min=float(steps[0]), t_max=float(steps[-1]))
+  return problem
 
 
 @functools.lru_cache(maxsize=32)
@@ -251,7 +318,7 @@ class GMMFamily:
     self.t_min = problem.t_min
     self.kl_samples, self.kl_steps = problem.kl_samples, problem.kl_steps
 
-  def init(self, key: jax.Array) -> ResidualMLP:
+  def init(self, key: jax.Array) -> nnx.Module:
     return self.problem.model(key)
 
   def losses(self, model, batch, key, *, train: bool) -> jax.Array:
@@ -279,7 +346,7 @@ class GMMFamily:
                              k_em, p.time_grid(p.sample_steps))
 
   def loss_time(self, t_ou: float) -> float:
-    return t_ou
+    return self.problem.snap(t_ou)
 
   def loss_at(self, model, x, t, key, y=None) -> jax.Array:
     """Per-example eps-MSE per coordinate at OU times t [B]. x: [B, d]; y: [B] labels (conditional)."""
@@ -322,8 +389,10 @@ class Member(loop.Member):
     return jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), self.n))
 
   def data(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """The training set: the first n points of the seed's stream (nested across n)."""
-    x, y = _sample_data(jax.random.fold_in(jax.random.key(self.seed), 0), self.n, problem.mu)
+    """The training set: the first n points of the seed's stream (nested across n; `balanced`: n/2 per
+    component, alternating)."""
+    draw = _sample_balanced if problem.balanced else _sample_data
+    x, y = draw(jax.random.fold_in(jax.random.key(self.seed), 0), self.n, problem.mu)
     return np.asarray(x), np.asarray(y)
 
   def test_data(self, problem: Problem, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -387,6 +456,14 @@ class GMMExperiment(NetworkExperiment):
         num_test=2048,           # fresh points for loss_test_t, score_err_t and the sliced Wasserstein
         quality='kl',            # tau_gen from 'kl', 'sw' or 'score_err' (population score-matching error)
         analysis=True,           # write <workdir>/analysis (jaxdiff.analysis tables and figures) at the end
+        # Paper 1's protocol (module docstring; configs/gmm_mlp.py sets it) against jaxdiff's defaults:
+        schedule='ou',           # training times: 'ou' (t_sampling in [t_min, t_max]) or 'ddpm' (paper 1: steps
+                                 # uniform in 1..T-1 of config.diffusion's schedule, the network sees the step)
+        network='pre_ln',        # 'pre_ln' (jaxdiff: pre-LayerNorm SiLU blocks, learned time MLP) or 'post_ln'
+                                 # (paper 1: post-LayerNorm GELU blocks, fixed step encoding in every block)
+        init='flax',             # 'flax' or 'torch' (paper 1; jaxdiff/models/initializers.py)
+        balanced=False,          # True: exactly n/2 training points per component (paper 1); n must be even
+        fixed_t=0.0,             # > 0: train at this one OU time (nearest step under 'ddpm'); paper 1's mode
     ))
 
   def validate(self, config: ml_collections.ConfigDict) -> None:
@@ -462,6 +539,14 @@ def _validate_gmm(g: ml_collections.ConfigDict) -> None:
   require(0 <= g.label_dropout < 1, 'gmm.label_dropout', f'must be in [0, 1), got {g.label_dropout}')
   require(g.guidance >= 0, 'gmm.guidance', f'must be >= 0, got {g.guidance}')
   require(g.quality in GMM_QUALITY, 'gmm.quality', f'must be one of {GMM_QUALITY}, got {g.quality!r}')
+  require(g.schedule in GMM_SCHEDULES, 'gmm.schedule', f'must be one of {GMM_SCHEDULES}, got {g.schedule!r}')
+  require(g.network in mlp.NETWORKS, 'gmm.network', f'must be one of {tuple(mlp.NETWORKS)}, got {g.network!r}')
+  require(g.network != 'post_ln' or g.width % 2 == 0, 'gmm.width',
+          f"the 'post_ln' network's step encoding needs an even width, got {g.width}")
+  require(g.init in initializers.INITS, 'gmm.init', f'must be one of {initializers.INITS}, got {g.init!r}')
+  require(not g.balanced or all(v % 2 == 0 for v in ns), 'gmm.balanced',
+          f'n/2 points per component needs every gmm.n even, got {ns}')
+  require(g.fixed_t >= 0, 'gmm.fixed_t', f'must be >= 0 (0 = times drawn as gmm.schedule), got {g.fixed_t}')
   require(g.quality != 'kl' or g.kl_samples > 0, 'gmm.quality',
           "'kl' needs gmm.kl_samples > 0 (or choose 'sw' / 'score_err')")
 
@@ -469,5 +554,5 @@ def _validate_gmm(g: ml_collections.ConfigDict) -> None:
 EXPERIMENT = GMMExperiment()
 
 __all__ = ['Problem', 'GMMFamily', 'GMMData', 'Member', 'Trainer', 'GMMExperiment', 'EXPERIMENT', 'mean_vector',
-           'sample_data', 'log_density', 'score', 'problem_from_config', 'parameter_count', 'losses', 'make_loss_fn',
+           'sample_data', 'sample_balanced', 'log_density', 'score', 'problem_from_config', 'parameter_count', 'losses', 'make_loss_fn',
            'kl_to_truth', 'members_of', 'member_config']

@@ -7,18 +7,31 @@ draws are built side by side (`vmap` over (t, seed), that axis sharded over the 
 with the nested training sets of every psi_n (one pass over the largest), and trained by the chosen trainer
 (exact gradient flow, gradient descent or Adam) to the log-spaced times tau in [tau_min, tau_max].
 
+Two time axes: jaxdiff's tau = k eta / d^2 (modes of U relax as exp(-2 Delta_t lambda tau / psi_p)) and the
+authors' script's k eta = tau d / psi_p (its A is ours / sqrt(p)); metrics.jsonl has both (`tau`,
+`tau_authors`), every tau_mem of summary.json is on jaxdiff's, and the figures use `rf.time_axis`.
+
 Writes to `workdir`:
-- metrics.jsonl: one row per (psi_p, t, psi_n, seed, evaluation time) with tau, loss_train, loss_test,
-  loss_gen, e_score (and `step`: the evaluation index for the exact flow, the step count otherwise);
-- summary.json: tau_mem per psi_n: measured (paper 1's psi_p / (Delta_t lambda_min) with lambda_min the lower
-  edge of the memorization bulk of each realized U), predicted (the same from the closed-form edge) and curve
-  (first crossing of the seed-averaged L_gen above its threshold, by `jaxdiff.timescales`, as for U-Net runs);
-  the fitted exponents of each against psi_n (`tau_mem_exponent` for the measured one,
-  `tau_mem_exponent_predicted`, `tau_mem_exponent_curve`), the best E_score per psi_n, the coefficients
-  a_t, b_t, v_t^2, s_t^2, and the spectrum check (bulk edges, KS distance) of the first model;
+- metrics.jsonl: one row per (psi_p, t, psi_n, seed, evaluation time) with tau, tau_authors, loss_train,
+  loss_test, loss_gen, loss_gen_modes (L_gen of the flow restricted to the top n eigenmodes of U; exact flow
+  only), e_score (and `step`: the evaluation index for the exact flow, the step count otherwise);
+- summary.json: tau_mem per psi_n: measured (psi_p / (2 Delta_t lambda_min), lambda_min the lower edge of the
+  memorization bulk of each realized U; paper 1 writes psi_p / (Delta_t lambda_min), without the 2 of the flow),
+  predicted (the same from the closed-form edge), curve (first crossing of the seed-averaged L_gen above its
+  threshold, by `jaxdiff.timescales`, as for U-Net runs) and modes (the same on the top-n-mode L_gen); the
+  fitted exponents of each against psi_n (`tau_mem_exponent` for the measured one, `tau_mem_exponent_predicted`,
+  `tau_mem_exponent_curve`, `tau_mem_exponent_modes`), the best E_score per psi_n and its fit c psi_n^alpha
+  (`best_e_score_fit`; paper 1: 0.20 psi_n^-0.59), the coefficients a_t, b_t, v_t^2, s_t^2, and the spectrum
+  check (bulk edges, KS distance) of the first model;
 - spectrum.png (eigenvalues of U of one model against the theoretical density), losses.png (L_train, L_test,
-  L_gen, E_score against tau and against tau / tau_mem predicted: the collapse), phase.png (L_gen over
-  (psi_n, psi_p) at `heatmap_times`).
+  L_gen with its top-n-mode part dotted, E_score against the training time on `rf.time_axis` and against
+  tau / tau_mem predicted: the collapse), phase.png (L_gen over (psi_n, psi_p) at `heatmap_times` on
+  `rf.time_axis`).
+
+Why the L_gen curve's crossing grows slower than n at psi_p = 64: late in training most of L_gen sits in the
+slow modes below the memorization bulk (a small bulk of weight d/p near s_t^2 and the point mass, spread at
+finite d), which relax on psi_p / (2 Delta_t s_t^2) whatever n; read on the top n modes (the generalization
+and memorization bulks) the crossing grows like n.
 """
 
 from __future__ import annotations
@@ -42,7 +55,9 @@ from jaxdiff.io.figures import pyplot, save_figure
 from jaxdiff.io.rundir import RunDir
 from jaxdiff.models import random_features as rf
 
-METRICS = ('loss_train', 'loss_test', 'loss_gen', 'e_score')
+METRICS = ('loss_train', 'loss_test', 'loss_gen', 'loss_gen_modes', 'e_score')
+RF_TIME_AXES = ('jaxdiff', 'authors')
+TIME_LABELS = {'jaxdiff': r'$\tau = k\eta/d^2$ (jaxdiff)', 'authors': r'$k\eta = \tau d/\psi_p$ (authors)'}
 RF_ACTIVATIONS = tuple(rf.ACTIVATIONS)
 RF_TRAINERS = ('exact', 'gd', 'adam')
 RF_DATA = ('gaussian', 'images')
@@ -127,7 +142,8 @@ def train_group(key: jax.Array, *, d: int, psi_p: float, ts: list[float], r: ml_
   if r.trainer == 'exact':
     eig = jax.jit(rf.eigh64, out_shardings=shard_b)(flat.u)
     sol = jax.jit(jax.vmap(rf.solve_flow), out_shardings=shard_b)(flat, eig)
-    curves = jax.jit(jax.vmap(rf.flow_losses, (0, None)))(sol, jnp.asarray(taus, jnp.float32))
+    top = jnp.asarray(np.tile(n_sorted, nt * s), jnp.int32)   # L_gen on each model's top n modes
+    curves = jax.jit(jax.vmap(rf.flow_losses, (0, None, 0)))(sol, jnp.asarray(taus, jnp.float32), top)
     times = np.asarray(taus, np.float64)
     steps = np.arange(len(taus))
     lam_all = eig[0]
@@ -142,6 +158,7 @@ def train_group(key: jax.Array, *, d: int, psi_p: float, ts: list[float], r: ml_
     curves = jax.jit(jax.vmap(fn))(flat)
     times = np.asarray(steps, np.float64) * lr / d ** 2
     curves.pop('tau')
+    curves['loss_gen_modes'] = jnp.full_like(curves['loss_gen'], jnp.nan)   # needs the eigenbasis: exact flow
     lam_all = jax.jit(rf.eigvalsh64, out_shardings=shard_b)(flat.u)
   lam_all = np.asarray(lam_all, np.float64).reshape(nt, s * nl, p)     # ascending
   # The smallest eigenvalue of the memorization bulk of each realized U: the n-th largest (the top d are
@@ -207,17 +224,21 @@ def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theor
   out: dict[str, Any] = {'psi_p': g['psi_p'], 't': g['t'], 'p': g['p'], 'n': g['n'],
                          'psi_n': [float(x) for x in r.psi_n], 'tau_mem': {}, 'tau_mem_exponent': None}
   gen = curves['loss_gen'].mean(0)               # [L, T] seed average
-  measured, predicted, curve = [], [], []
+  gen_modes = curves['loss_gen_modes'].mean(0)
+  measured, predicted, curve, curve_modes = [], [], [], []
   for i, psi_n in enumerate(r.psi_n):
     level = r.tau_mem_threshold if r.tau_mem_threshold > 0 else r.tau_mem_fraction * gen[i, -1]
     crossing = timescales.first_crossing(times, gen[i], level) if level > 0 else None
+    level_modes = r.tau_mem_threshold if r.tau_mem_threshold > 0 else r.tau_mem_fraction * gen_modes[i, -1]
+    crossing_modes = (timescales.first_crossing(times, gen_modes[i], level_modes)
+                      if np.isfinite(level_modes) and level_modes > 0 else None)
     crossing_per_seed = [timescales.first_crossing(times, curves['loss_gen'][s, i], level) if level > 0 else None
                          for s in range(curves['loss_gen'].shape[0])]
     pred = theory.predicted_tau_mem(coef, g['psi_p'], psi_n)
-    # The paper's tau_mem = psi_p / (Delta_t lambda_min), lambda_min the lower edge of the memorization bulk:
-    # measured on each realized U as its n-th largest eigenvalue (None where psi_n >= psi_p: no bulk).
+    # tau_mem = psi_p / (2 Delta_t lambda_min) (theory.mode_time), lambda_min the lower edge of the memorization
+    # bulk: measured on each realized U as its n-th largest eigenvalue (None where psi_n >= psi_p: no bulk).
     with np.errstate(divide='ignore', invalid='ignore'):
-      per_seed = g['psi_p'] / (coef.delta * g['lam_n'][:, i])
+      per_seed = theory.mode_time(g['psi_p'], coef.delta, g['lam_n'][:, i])
     ok = bool(psi_n < g['psi_p'] and np.all(np.isfinite(per_seed) & (per_seed > 0)))
     spec = float(np.exp(np.mean(np.log(per_seed)))) if ok else None
     e_score = curves['e_score'].mean(0)[i]
@@ -227,6 +248,7 @@ def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theor
         'predicted': pred if math.isfinite(pred) else None,
         'predicted_asymptotic': theory.asymptotic_tau_mem(coef, psi_n),
         'curve': crossing, 'curve_per_seed': crossing_per_seed, 'curve_threshold': float(level),
+        'curve_modes': crossing_modes,
         'best_e_score': None if best is None else float(e_score[best]),
         'tau_best_e_score': None if best is None else float(times[best]),
         'final_loss_gen': float(gen[i, -1]),
@@ -234,18 +256,33 @@ def summarize_group(g: dict[str, Any], r: ml_collections.ConfigDict, coef: theor
     measured.append(spec)
     predicted.append(pred if math.isfinite(pred) else None)
     curve.append(crossing)
+    curve_modes.append(crossing_modes)
   if len(r.psi_n) >= 2:
     for name, values in (('tau_mem_exponent', measured), ('tau_mem_exponent_predicted', predicted),
-                         ('tau_mem_exponent_curve', curve)):
+                         ('tau_mem_exponent_curve', curve), ('tau_mem_exponent_modes', curve_modes)):
       try:
         fit = timescales.fit_power_law(list(r.psi_n), values)
         out[name] = fit['alpha']
         out[name + '_interval'] = [fit['alpha_lo'], fit['alpha_hi']]
       except ValueError:
         out[name] = None
-  out['heatmap'] = {f'{tau:g}': [_log_interp(times, gen[i], tau) for i in range(len(r.psi_n))]
+    # Paper 1's fit of the best score error, min_tau E_score ~ 0.20 psi_n^-0.59.
+    try:
+      fit = timescales.fit_power_law(list(r.psi_n), [out['tau_mem'][f'{x:g}']['best_e_score'] for x in r.psi_n])
+      out['best_e_score_fit'] = {'c': fit['c'], 'alpha': fit['alpha'], 'alpha_interval': [fit['alpha_lo'],
+                                                                                          fit['alpha_hi']]}
+    except ValueError:
+      out['best_e_score_fit'] = None
+  axis = _axis_scale(r, g['psi_p'])
+  out['heatmap'] = {f'{tau:g}': [_log_interp(times * axis, gen[i], tau) for i in range(len(r.psi_n))]
                     for tau in r.heatmap_times}
   return out
+
+
+def _axis_scale(r: ml_collections.ConfigDict, psi_p: float) -> float:
+  """The factor from jaxdiff's time tau = k eta / d^2 to the figures' axis `rf.time_axis`: 1 ('jaxdiff') or
+  d / psi_p ('authors': the k eta of the authors' script, whose A is ours / sqrt(p))."""
+  return 1.0 if r.time_axis == 'jaxdiff' else r.d / psi_p
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,23 +328,27 @@ def spectrum_figure(path: str, lam: np.ndarray, grid: np.ndarray, rho: np.ndarra
 
 
 def losses_figure(path: str, g: dict[str, Any], r: ml_collections.ConfigDict, coef: theory.Coefficients) -> str:
-  """L_train / L_test, L_gen and E_score against tau (top) and tau / tau_mem predicted (bottom)."""
+  """L_train / L_test, L_gen (dotted: on the top n modes) and E_score against the training time on the axis
+  `rf.time_axis` (top) and tau / tau_mem predicted (bottom; the same on both axes)."""
   plt = pyplot()
   times, curves = g['times'], g['curves']
+  axis = _axis_scale(r, g['psi_p'])
   fig, axes = plt.subplots(2, 3, figsize=(15, 8))
   for i, psi_n in enumerate(r.psi_n):
     tm = theory.predicted_tau_mem(coef, g['psi_p'], psi_n)
     color = f'C{i % 10}'
-    for row, x in enumerate((times, times / tm if math.isfinite(tm) else times * math.nan)):
+    for row, x in enumerate((times * axis, times / tm if math.isfinite(tm) else times * math.nan)):
       mean = {k: v.mean(0)[i] for k, v in curves.items()}
       ax = axes[row]
       ax[0].plot(x, mean['loss_train'], color=color, label=rf'$\psi_n$={psi_n:g} train')
       ax[0].plot(x, mean['loss_test'], color=color, ls='--', label='test' if i == 0 else None)
       ax[1].plot(x, np.where(mean['loss_gen'] > 0, mean['loss_gen'], np.nan), color=color,
                  label=rf'$\psi_n$={psi_n:g}')
+      ax[1].plot(x, np.where(mean['loss_gen_modes'] > 0, mean['loss_gen_modes'], np.nan), color=color, ls=':',
+                 label='top n modes' if i == 0 else None)
       ax[2].plot(x, mean['e_score'], color=color, label=rf'$\psi_n$={psi_n:g}')
   positive = {1: np.any(curves['loss_gen'] > 0), 2: np.any(np.isfinite(curves['e_score']))}
-  for row, xlabel in enumerate((r'$\tau$', r'$\tau / \tau_{mem}$ (predicted)')):
+  for row, xlabel in enumerate((TIME_LABELS[r.time_axis], r'$\tau / \tau_{mem}$ (predicted)')):
     for j, ylabel in enumerate(('L_train (solid), L_test (dashed)', 'L_gen = L_test - L_train',
                                 'E_score' if positive[2] else 'E_score (unknown score: image data)')):
       ax = axes[row, j]
@@ -339,7 +380,7 @@ def phase_figure(path: str, summaries: list[dict[str, Any]], r: ml_collections.C
     ax.set_yticks(range(len(psi_p)), [f'{x:g}' for x in psi_p])
     ax.set_xlabel(r'$\psi_n = n/d$')
     ax.set_ylabel(r'$\psi_p = p/d$')
-    ax.set_title(rf'$\log_{{10}}$ L_gen at $\tau$={tau:g}', fontsize=10)
+    ax.set_title(rf'$\log_{{10}}$ L_gen at {TIME_LABELS[r.time_axis]} = {tau:g}', fontsize=10)
     fig.colorbar(im, ax=ax)
   fig.suptitle(f'generalization gap, t={t:g}', fontsize=11)
   return save_figure(fig, path)
@@ -387,8 +428,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       for s in range(r.num_seeds):
         for li, psi_n in enumerate(r.psi_n):
           for k, tau in enumerate(g['times']):
-            row = {'tau': float(tau), 'psi_p': float(psi_p), 'psi_n': float(psi_n), 't': float(t), 'seed': s,
-                   'p': g['p'], 'n': g['n'][li]}
+            row = {'tau': float(tau), 'tau_authors': float(tau) * d / float(psi_p), 'psi_p': float(psi_p),
+                   'psi_n': float(psi_n), 't': float(t), 'seed': s, 'p': g['p'], 'n': g['n'][li]}
             row.update({m: float(g['curves'][m][s, li, k]) for m in METRICS})
             writer.write_scalars(int(g['steps'][k]), row)
   writer.close()
@@ -419,16 +460,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'tau_mem_exponent_predicted': first.get('tau_mem_exponent_predicted'),
       'tau_mem_exponent_curve': first.get('tau_mem_exponent_curve'),
       'tau_mem_exponent_curve_interval': first.get('tau_mem_exponent_curve_interval'),
+      'tau_mem_exponent_modes': first.get('tau_mem_exponent_modes'),
+      'tau_mem_exponent_modes_interval': first.get('tau_mem_exponent_modes_interval'),
+      'best_e_score_fit': first.get('best_e_score_fit'),
+      'time_axes': {'tau': "jaxdiff's k eta / d^2 (every tau_mem here, rf.tau_min/tau_max)",
+                    'tau_authors': "the authors' script's k eta = tau d / psi_p",
+                    'figures': f'rf.time_axis = {r.time_axis!r} (losses.png top row, phase.png, heatmap_times)'},
       'tau_mem_definition': {
-          'measured': ('psi_p / (Delta_t lambda_n(U)), lambda_n the n-th largest eigenvalue of each realized U '
-                       '(the lower edge of the memorization bulk rho_1; paper 1), geometric mean over seeds'),
-          'predicted': ('psi_p / (Delta_t lambda_min), lambda_min = s_t^2 + v_t^2 (1 - sqrt(psi_p / psi_n))^2 '
+          'measured': ('psi_p / (2 Delta_t lambda_n(U)), lambda_n the n-th largest eigenvalue of each realized U '
+                       '(the lower edge of the memorization bulk rho_1; paper 1 writes psi_p / (Delta_t lambda), '
+                       'without the 2 of the flow exp(-2 Delta_t lambda tau / psi_p)), geometric mean over seeds'),
+          'predicted': ('psi_p / (2 Delta_t lambda_min), lambda_min = s_t^2 + v_t^2 (1 - sqrt(psi_p / psi_n))^2 '
                         '(high-dimensional limit)'),
+          'modes': ('first tau where the seed-averaged L_gen of the flow restricted to the top n eigenmodes of U '
+                    'exceeds the same threshold as curve'),
           'curve': ('first tau where the seed-averaged L_gen = L_test - L_train exceeds '
                     + (f'{r.tau_mem_threshold:g}' if r.tau_mem_threshold > 0
                        else f'{r.tau_mem_fraction:g} x its value at tau_max')
-                    + ' (jaxdiff.timescales, as for U-Net runs); grows slower than n where the bulk is wide '
-                    '(psi_p / psi_n small), like n for psi_p >> psi_n'),
+                    + ' (jaxdiff.timescales, as for U-Net runs); grows slower than n at psi_p = 64: late L_gen '
+                    'sits in the slow modes below rho_1 (relaxing on psi_p / (2 Delta_t s_t^2), whatever n); '
+                    'like n for psi_p >> psi_n'),
       },
       'groups': summaries,
       'coefficients': [dict(t=c.t, delta=c.delta, a=c.a, b=c.b, v2=c.v2, s2=c.s2, mu0=c.mu0) for c in coefs],
@@ -473,7 +524,7 @@ class RandomFeaturesExperiment:
         num_seeds=1,             # independent (W, data, noise) draws, trained side by side (vmap)
         trainer='exact',         # 'exact' gradient flow, 'gd' or 'adam'
         learning_rate=0.0,       # gd / adam; 0 = auto (gd: half the stable step; adam: 1e-3)
-        tau_min=0.1,             # evaluation times tau = steps * lr / d^2, log-spaced
+        tau_min=0.1,             # evaluation times tau = steps * lr / d^2 (jaxdiff's axis), log-spaced
         tau_max=1e6,
         num_times=200,
         num_noise_draws=0,       # xi draws per point for U, V; 0 = the exact E_xi (Hermite expansion)
@@ -483,7 +534,11 @@ class RandomFeaturesExperiment:
         num_test=2048,           # fresh test points for L_test and E_score
         tau_mem_threshold=0.0,   # L_gen level that defines tau_mem; 0 = tau_mem_fraction x final L_gen
         tau_mem_fraction=0.5,
-        heatmap_times=(1e3, 1e4),  # training times of the L_gen heatmap over (psi_n, psi_p)
+        heatmap_times=(1e3, 1e4),  # training times of the L_gen heatmap over (psi_n, psi_p), on rf.time_axis
+        # The time axis of losses.png (top row) and of heatmap_times: 'jaxdiff' (tau = k eta / d^2, modes relax
+        # as exp(-2 Delta_t lambda tau / psi_p)) or 'authors' (their script's k eta = tau d / psi_p, for their A
+        # without the 1/sqrt(p)). metrics.jsonl has both: tau and tau_authors.
+        time_axis='jaxdiff',
         theory_grid=1000,        # lambda points of the theoretical density (spectrum figure)
     ))
 
@@ -526,6 +581,7 @@ def _validate_rf(r: ml_collections.ConfigDict) -> None:
   require(r.tau_mem_threshold >= 0, 'rf.tau_mem_threshold', f'must be >= 0, got {r.tau_mem_threshold}')
   require(0 < r.tau_mem_fraction < 1, 'rf.tau_mem_fraction', f'must be in (0, 1), got {r.tau_mem_fraction}')
   require(r.theory_grid >= 10, 'rf.theory_grid', f'must be >= 10, got {r.theory_grid}')
+  require(r.time_axis in RF_TIME_AXES, 'rf.time_axis', f'must be one of {RF_TIME_AXES}, got {r.time_axis!r}')
   for psi_p in r.psi_p:
     require(round(psi_p * r.d) >= 1, 'rf.psi_p', f'psi_p * d = {psi_p} * {r.d} gives no features')
   for psi_n in r.psi_n:

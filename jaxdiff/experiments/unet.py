@@ -22,7 +22,7 @@ from jaxdiff import data as data_lib
 from jaxdiff.config import require
 from jaxdiff.diffusion import ddpm
 from jaxdiff.experiments.base import NetworkExperiment
-from jaxdiff.models import build_network, kernels
+from jaxdiff.models import build_network, initializers, kernels, unet
 
 Batch = dict[str, jax.Array]  # 'x': [B, ...] data, 'y': [B] int labels
 
@@ -57,7 +57,7 @@ class DDPM:
     """Per-example training losses [B] (an ensemble member weights them to mask its padding)."""
     k_loss, k_drop = jax.random.split(key)
     eps_fn = self._eps_fn(model, batch.get('y'), train=train, key=k_drop)
-    return ddpm.ddpm_losses(self.schedule, eps_fn, batch['x'], k_loss)
+    return ddpm.ddpm_losses(self.schedule, eps_fn, batch['x'], k_loss, fixed_step=self.config.diffusion.fixed_step)
 
   def loss_time(self, t_ou: float) -> int:
     """The DDPM step nearest to OU time t_ou (the 'losses' evaluator's fixed time)."""
@@ -115,6 +115,16 @@ class UNetExperiment(NetworkExperiment):
     require(df.sample_steps <= df.num_steps, 'diffusion.sample_steps',
             f'must be <= diffusion.num_steps ({df.num_steps}), got {df.sample_steps}')
     require(df.eta >= 0, 'diffusion.eta', f'must be >= 0, got {df.eta}')
+    require(-1 <= df.fixed_step < df.num_steps, 'diffusion.fixed_step',
+            f'must be -1 (steps uniform in 1..T-1) or a step in 0..{df.num_steps - 1}, got {df.fixed_step}')
+    require(m.init in initializers.INITS, 'model.init', f'must be one of {initializers.INITS}, got {m.init!r}')
+    require(m.time_activation in unet.ACTIVATIONS, 'model.time_activation',
+            f'must be one of {tuple(unet.ACTIVATIONS)}, got {m.time_activation!r}')
+    require(m.downsample_padding in unet.DOWNSAMPLE_PADDINGS, 'model.downsample_padding',
+            f'must be one of {tuple(unet.DOWNSAMPLE_PADDINGS)}, got {m.downsample_padding!r}')
+    require(m.freq_shift in (0, 1) and m.freq_shift < m.width // 2, 'model.freq_shift',
+            f'must be 0 or 1 (and below model.width / 2), got {m.freq_shift}')
+    require(m.norm_eps > 0, 'model.norm_eps', f'must be positive, got {m.norm_eps}')
     if e.enabled and e.features and 'quality' in self.metrics(config):
       sets, per_set = e.num_reference_sets, e.num_reference or d.n_test // e.num_reference_sets
       require(sets * per_set <= d.n_test, 'eval.num_reference',

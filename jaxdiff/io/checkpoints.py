@@ -19,7 +19,7 @@ from jaxdiff.io import paths
 
 # Fields that may differ between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = ('train.', 'eval.', 'mesh.', 'data.data_dir', 'data.cache_dir', 'diffusion.sampler',
-                     'diffusion.sample_steps', 'diffusion.eta', 'model.kernels')
+                     'diffusion.sample_steps', 'diffusion.eta', 'diffusion.clip_denoised', 'model.kernels')
 
 
 class CheckpointError(RuntimeError):

@@ -13,5 +13,7 @@ def build_network(model_cfg, *, image_size: int, channels: int, rngs):
         channel_mult=tuple(model_cfg.channel_mult), num_res_blocks=model_cfg.num_res_blocks,
         attention_resolutions=tuple(model_cfg.attention_resolutions), num_heads=model_cfg.num_heads,
         dropout=model_cfg.dropout, groups=model_cfg.groups, num_classes=model_cfg.num_classes,
-        kernels=model_cfg.kernels, rngs=rngs)
+        kernels=model_cfg.kernels, time_activation=model_cfg.time_activation, freq_shift=model_cfg.freq_shift,
+        downsample_padding=model_cfg.downsample_padding, norm_eps=model_cfg.norm_eps, init=model_cfg.init,
+        rngs=rngs)
   raise ValueError(f"config field 'model.name': unknown network {model_cfg.name!r}")

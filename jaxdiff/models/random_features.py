@@ -374,14 +374,31 @@ def flow_weights(sol: FlowSolution, taus: jax.Array) -> jax.Array:
   return jnp.where(small, sol.rate * taus[:, None] * (1 - 0.5 * x), -jnp.expm1(-x) / safe_lam)
 
 
-def flow_losses(sol: FlowSolution, taus: jax.Array) -> dict[str, jax.Array]:
-  """L_train, L_test, L_gen, E_score along the exact gradient flow from A = 0 at times taus [T]. Each [T]."""
-  g = flow_weights(sol, jnp.asarray(taus, jnp.float32))
+def _flow_train_test(sol: FlowSolution, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(L_train, L_test, the quadratic form g^T quad g) for mode weights g [T, p]."""
   l_train = sol.c0 + sol.inv_d * jnp.sum(sol.beta * (sol.lam * g * g - 2 * g), -1)
   quad = jnp.sum((g @ sol.quad) * g, -1)
-  l_test = quad - 2 * g @ sol.lin_test + sol.const_test
+  return l_train, quad - 2 * g @ sol.lin_test + sol.const_test, quad
+
+
+def flow_losses(sol: FlowSolution, taus: jax.Array, top: int | jax.Array | None = None) -> dict[str, jax.Array]:
+  """L_train, L_test, L_gen, E_score along the exact gradient flow from A = 0 at times taus [T]. Each [T].
+
+  top: also 'loss_gen_modes', L_gen of the flow restricted to the `top` largest eigenmodes of U (the others
+  held at A = 0): with top = n it reads the generalization gap on the n modes that carry the data (the
+  generalization bulk and the memorization bulk), without the slow modes below the memorization bulk (the
+  weight-d/p bulk near s_t^2 and the spread point mass), which relax on psi_p / (2 Delta_t s_t^2) whatever n
+  and dominate L_gen at late times.
+  """
+  g = flow_weights(sol, jnp.asarray(taus, jnp.float32))
+  l_train, l_test, quad = _flow_train_test(sol, g)
   e_score = (quad - 2 * g @ sol.lin_score + sol.const_score) / sol.delta
-  return {'loss_train': l_train, 'loss_test': l_test, 'loss_gen': l_test - l_train, 'e_score': e_score}
+  out = {'loss_train': l_train, 'loss_test': l_test, 'loss_gen': l_test - l_train, 'e_score': e_score}
+  if top is not None:
+    p = sol.lam.shape[0]
+    top_train, top_test, _ = _flow_train_test(sol, g * (jnp.arange(p) >= p - top))   # lam ascending
+    out['loss_gen_modes'] = top_test - top_train
+  return out
 
 
 def flow_params(prob: Problem, tau: float | jax.Array, eig=None) -> jax.Array:

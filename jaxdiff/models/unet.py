@@ -11,6 +11,15 @@ With the defaults at 32x32x1 this is paper 1's network layer for layer. Its repo
 W = 8, 16, 32, 48, 64 (0.263M, 1.027M, 4.055M, 9.086M, 16.12M) include the frozen 1000 x W sinusoidal table
 that its PyTorch code stores as an nn.Embedding; we compute the embedding on the fly (t may be fractional),
 so `paper_parameter_count` adds that table back. `tests/test_models.py` checks the counts.
+
+Paper 1's network function differs from these defaults in four details, each a constructor argument (config
+field): its time MLP uses GELU (`time_activation`; erf form, as torch's nn.GELU), its embedding frequencies are
+10000^(-i / (half - 1)) (`freq_shift=1`; ours 10000^(-i / half)), its stride-2 convolutions pad (1, 1) (
+`downsample_padding='symmetric'`; ours 'same' pads (0, 1) at even sizes: the same output size, a one-pixel
+shift of the sampling grid), and its GroupNorm epsilon is PyTorch's 1e-5 (`norm_eps`; Flax's 1e-6). With those
+and PyTorch's initialization (`init='torch'`, jaxdiff/models/initializers.py) the network is the authors' one:
+bench/torch_unet_baseline.py writes it in PyTorch and tests/test_torch_unet.py loads the same weights into
+both and compares the outputs.
 """
 
 from __future__ import annotations
@@ -23,13 +32,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxdiff.models import initializers
 from jaxdiff.models.kernels import attention_function, conv_function
 
+ACTIVATIONS = {'silu': nnx.silu, 'gelu': functools.partial(nnx.gelu, approximate=False)}
+DOWNSAMPLE_PADDINGS = {'same': 'SAME', 'symmetric': ((1, 1), (1, 1))}
 
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal embedding of (possibly fractional) timesteps. t: [B] -> [B, dim]."""
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0, freq_shift: int = 0) -> jax.Array:
+  """Sinusoidal embedding of (possibly fractional) timesteps. t: [B] -> [B, dim]: [sin(t f_i), cos(t f_i)] with
+  f_i = max_period^(-i / (half - freq_shift)), i < half = dim // 2 (freq_shift 1: paper 1's code)."""
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
   args = t.astype(jnp.float32)[:, None] * freqs[None, :]
   emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
   if dim % 2:
@@ -37,20 +51,35 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
   return emb
 
 
+class Layers:
+  """Convolutions, dense layers and GroupNorms of one U-Net: its kernels, initialization and norm epsilon."""
+
+  def __init__(self, *, kernels: str, init: str, norm_eps: float, rngs: nnx.Rngs):
+    self.kernels, self.init, self.norm_eps, self.rngs = kernels, init, norm_eps, rngs
+
+  def conv(self, cin: int, cout: int, size: tuple[int, int], **kw) -> nnx.Conv:
+    return nnx.Conv(cin, cout, size, conv_general_dilated=conv_function(self.kernels), rngs=self.rngs,
+                    **initializers.dense(self.init, cin * size[0] * size[1]), **kw)
+
+  def linear(self, cin: int, cout: int) -> nnx.Linear:
+    return nnx.Linear(cin, cout, rngs=self.rngs, **initializers.dense(self.init, cin))
+
+  def norm(self, ch: int, groups: int) -> nnx.GroupNorm:
+    return nnx.GroupNorm(ch, num_groups=groups, epsilon=self.norm_eps, rngs=self.rngs)
+
+
 class ResBlock(nnx.Module):
   """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, residual (1x1 conv if needed)."""
 
-  def __init__(self, in_ch: int, out_ch: int, temb_dim: int, *, dropout: float, groups: int,
-               rngs: nnx.Rngs, kernels: str = 'auto'):
-    conv = functools.partial(nnx.Conv, conv_general_dilated=conv_function(kernels), rngs=rngs)
-    self.norm1 = nnx.GroupNorm(in_ch, num_groups=groups, rngs=rngs)
-    self.conv1 = conv(in_ch, out_ch, (3, 3))
-    self.temb_proj = nnx.Linear(temb_dim, out_ch, rngs=rngs)
-    self.norm2 = nnx.GroupNorm(out_ch, num_groups=groups, rngs=rngs)
+  def __init__(self, in_ch: int, out_ch: int, temb_dim: int, *, dropout: float, groups: int, layers: Layers):
+    self.norm1 = layers.norm(in_ch, groups)
+    self.conv1 = layers.conv(in_ch, out_ch, (3, 3))
+    self.temb_proj = layers.linear(temb_dim, out_ch)
+    self.norm2 = layers.norm(out_ch, groups)
     # Channel dropout (whole feature maps), as paper 1's nn.Dropout2d.
     self.dropout = nnx.Dropout(dropout, broadcast_dims=(1, 2))
-    self.conv2 = conv(out_ch, out_ch, (3, 3))
-    self.skip = conv(in_ch, out_ch, (1, 1)) if in_ch != out_ch else None
+    self.conv2 = layers.conv(out_ch, out_ch, (3, 3))
+    self.skip = layers.conv(in_ch, out_ch, (1, 1)) if in_ch != out_ch else None
 
   def __call__(self, x, temb, *, train: bool, key: jax.Array | None):
     h = self.conv1(nnx.silu(self.norm1(x)))
@@ -64,11 +93,12 @@ class ResBlock(nnx.Module):
 class AttnBlock(nnx.Module):
   """Multi-head self-attention over the H*W positions, with a residual connection."""
 
-  def __init__(self, ch: int, *, heads: int, groups: int, rngs: nnx.Rngs, kernels: str = 'auto'):
-    self.norm = nnx.GroupNorm(ch, num_groups=groups, rngs=rngs)
+  def __init__(self, ch: int, *, heads: int, groups: int, layers: Layers):
+    self.norm = layers.norm(ch, groups)
     self.attn = nnx.MultiHeadAttention(
         num_heads=heads, in_features=ch, qkv_features=ch, out_features=ch, decode=False,
-        attention_fn=attention_function(kernels), rngs=rngs)
+        attention_fn=attention_function(layers.kernels), rngs=layers.rngs,
+        **initializers.attention(layers.init, ch))
 
   def __call__(self, x):
     b, h, w, c = x.shape
@@ -84,22 +114,32 @@ class UNet(nnx.Module):
                channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
                attention_resolutions: Sequence[int] = (16, 8), num_heads: int = 4,
                dropout: float = 0.1, groups: int = 8, num_classes: int = 0, kernels: str = 'auto',
-               rngs: nnx.Rngs):
+               time_activation: str = 'silu', freq_shift: int = 0, downsample_padding: str = 'same',
+               norm_eps: float = 1e-6, init: str = 'flax', rngs: nnx.Rngs):
+    for name, value, known in (('time_activation', time_activation, ACTIVATIONS),
+                               ('downsample_padding', downsample_padding, DOWNSAMPLE_PADDINGS),
+                               ('init', init, initializers.INITS)):
+      if value not in known:
+        raise ValueError(f"config field 'model.{name}': must be one of {tuple(known)}, got {value!r}")
     self.image_size = image_size
     self.width = width
     self.num_classes = num_classes
     self.num_levels = len(channel_mult)
     self.num_res_blocks = num_res_blocks
+    self.freq_shift = freq_shift
+    self.time_activation = time_activation
+    layers = Layers(kernels=kernels, init=init, norm_eps=norm_eps, rngs=rngs)
     temb_dim = 4 * width
-    self.temb1 = nnx.Linear(width, temb_dim, rngs=rngs)
-    self.temb2 = nnx.Linear(temb_dim, temb_dim, rngs=rngs)
+    self.temb1 = layers.linear(width, temb_dim)
+    self.temb2 = layers.linear(temb_dim, temb_dim)
     # Class conditioning: one extra "null" class (index num_classes) for classifier-free guidance.
-    self.class_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes > 0 else None
-    conv = functools.partial(nnx.Conv, conv_general_dilated=conv_function(kernels), rngs=rngs)
+    self.class_emb = (nnx.Embed(num_classes + 1, temb_dim, rngs=rngs, **initializers.embedding(init))
+                      if num_classes > 0 else None)
+    conv = layers.conv
     self.conv_in = conv(channels, width, (3, 3))
 
-    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, rngs=rngs, kernels=kernels)
-    attn_kw = dict(heads=num_heads, groups=groups, rngs=rngs, kernels=kernels)
+    res_kw = dict(temb_dim=temb_dim, dropout=dropout, groups=groups, layers=layers)
+    attn_kw = dict(heads=num_heads, groups=groups, layers=layers)
     skip_chs = [width]
     ch, res = width, image_size
     down = []
@@ -111,7 +151,7 @@ class UNet(nnx.Module):
         down.append((block, attn))
         skip_chs.append(ch)
       if level != len(channel_mult) - 1:
-        down.append(conv(ch, ch, (3, 3), strides=(2, 2)))
+        down.append(conv(ch, ch, (3, 3), strides=(2, 2), padding=DOWNSAMPLE_PADDINGS[downsample_padding]))
         skip_chs.append(ch)
         res //= 2
     self.down = nnx.List([d if isinstance(d, nnx.Conv) else nnx.List(list(d)) for d in down])
@@ -131,7 +171,7 @@ class UNet(nnx.Module):
         up.append(conv(ch, ch, (3, 3)))
         res *= 2
     self.up = nnx.List(up)
-    self.norm_out = nnx.GroupNorm(ch, num_groups=groups, rngs=rngs)
+    self.norm_out = layers.norm(ch, groups)
     self.conv_out = conv(ch, channels, (3, 3))
 
   def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *, train: bool = False,
@@ -139,8 +179,8 @@ class UNet(nnx.Module):
     keys = iter(jax.random.split(key, 64)) if (train and key is not None) else None
     next_key = (lambda: next(keys)) if keys is not None else (lambda: None)
 
-    temb = timestep_embedding(t, self.width)
-    temb = self.temb2(nnx.silu(self.temb1(temb)))
+    temb = timestep_embedding(t, self.width, freq_shift=self.freq_shift)
+    temb = self.temb2(ACTIVATIONS[self.time_activation](self.temb1(temb)))
     if self.class_emb is not None:
       if y is None:
         y = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
