@@ -126,6 +126,8 @@ def save_agreement_curves(curves: list[dict], path: str) -> str:
     ax_bot.set_xlabel('training step')
     ax_bot.set_xscale('log')
     ax_bot.legend(fontsize=7)
+  return save_figure(fig, path)
+
 
 def save_curves(panels, path: str, *, title: str | None = None, xlabel: str = 'training step',
                 logx: bool = True) -> str:
