@@ -316,8 +316,8 @@ class NetworkTrainer:
     summary.update(num_params=self.num_params, seconds=seconds)
     pairs = halves_pairs(self.members)
     if pairs:
-      summary['halves'] = [halves_curve(per_member[i], per_member[j], rundir.member(self.members[i].name).read_metrics(),
-                                        rundir.member(self.members[j].name).read_metrics()) for i, j in pairs]
+      summary['halves'] = [halves_curve(per_member[i], per_member[j], histories[i][1], histories[j][1])
+                           for i, j in pairs]
       if rundir.primary:
         path = figures.save_agreement_curves(summary['halves'], rundir.file('agreement.png'))
         logging.info('wrote %s', path)
