@@ -9,12 +9,29 @@ digits. Writes metrics.jsonl, checkpoints, samples.png, neighbours.png and summa
 
 Cost: 3-5 minutes on a 2-core CPU (191 s / 293 s with a cold compilation cache on two hosts), 2 min 14 s on
 an H200. bench/README.md has the f_mem and tau_mem of those runs.
+
+The U-Net law at small scale (paper 1's tau_mem ~ n, tau_gen flat in n) with the same network:
+
+    python -m jaxdiff.main --config=configs/quickstart.py:nsweep --workdir=workdirs/nsweep
+    python -m jaxdiff.analysis --workdirs workdirs/nsweep --out workdirs/nsweep/analysis
+
+trains one vectorized ensemble over n in `NSWEEP_N`, each n as a disjoint-halves pair (two models on disjoint
+digits, independent seeds, sampled from the same noise: their agreement is recorded at every milestone, see
+jaxdiff/metrics/agreement.py), for `NSWEEP_STEPS` steps with the quickstart's batch of 8, so that every n
+memorizes; the analysis fits tau_mem ~ n^a (two models per n) and writes tau_gen beside it. Its cost and
+results are in bench/README.md ("What the shipped configs measure").
 """
 
 from jaxdiff.config import default_config
 
 
-def get_config():
+NSWEEP_N = (8, 16, 32, 64)
+NSWEEP_STEPS = 30_000
+
+
+def get_config(arg: str = ''):
+  if arg not in ('', 'nsweep'):
+    raise ValueError(f"configs/quickstart.py: unknown argument {arg!r}; known: 'nsweep'")
   c = default_config()
   c.data.name = 'digits'
   c.data.n = 8
@@ -41,4 +58,12 @@ def get_config():
   c.eval.sample_batch_size = 128
   c.eval.grid_samples = 32
   c.eval.loss_noise_draws = 2
+  if arg == 'nsweep':
+    c.ensemble.n = NSWEEP_N
+    c.ensemble.halves = True
+    c.train.num_steps = NSWEEP_STEPS
+    c.train.num_milestones = 16
+    c.train.log_every = 1000
+    c.train.checkpoint_every = 2000
+    c.train.steps_per_dispatch = 200
   return c
