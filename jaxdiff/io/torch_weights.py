@@ -20,7 +20,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import jax.numpy as jnp
@@ -313,6 +313,12 @@ def check_state_dict(state_dict: Mapping[str, Any], needed: Mapping[str, tuple[t
     problems.append('wrong tensor(s): ' + describe(misshaped))
   if problems:
     raise ValueError(f'{source} does not match {network}: ' + '; '.join(problems))
+
+
+def placeholder_init(value: float) -> Callable:
+  """A Flax initializer filling with `value` in NumPy: placeholders of a network whose weights come from a
+  file (a jnp fill would compile once per distinct shape, seconds for a large network)."""
+  return lambda key, shape, dtype=np.float32: np.full(shape, value, dtype)
 
 
 def load_state_dict(model: ModuleT, state_dict: Mapping[str, Any], *,

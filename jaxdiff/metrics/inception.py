@@ -38,6 +38,7 @@ import numpy as np
 from flax import nnx
 
 from jaxdiff.io import torch_weights
+from jaxdiff.metrics import quality
 
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    'pt_inception-2015-12-05-6726825d.pth')
@@ -135,10 +136,6 @@ def _avg_pool_exclude_pad(x: jax.Array) -> jax.Array:
   return total / jnp.asarray(count[None, :, :, None], x.dtype)
 
 
-def _numpy_fill(value: float) -> Callable:
-  return lambda key, shape, dtype=np.float32: np.full(shape, value, dtype)
-
-
 class BasicConv2d(nnx.Module):
   """Bias-free conv, BatchNorm (eval mode, eps 0.001), ReLU: torchvision's BasicConv2d."""
 
@@ -148,8 +145,8 @@ class BasicConv2d(nnx.Module):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     # Placeholders made in NumPy: jnp would compile one fill per distinct shape (seconds for the network).
-    conv_init = dict(kernel_init=_numpy_fill(0.0)) if zero_init else {}
-    bn_init = dict(scale_init=_numpy_fill(1.0), bias_init=_numpy_fill(0.0)) if zero_init else {}
+    conv_init = dict(kernel_init=torch_weights.placeholder_init(0.0)) if zero_init else {}
+    bn_init = dict(scale_init=torch_weights.placeholder_init(1.0), bias_init=torch_weights.placeholder_init(0.0)) if zero_init else {}
     self.conv = nnx.Conv(in_ch, out_ch, (kh, kw), strides=(stride, stride), padding=((ph, ph), (pw, pw)),
                          use_bias=False, precision=precision, rngs=rngs, **conv_init)
     self.bn = nnx.BatchNorm(out_ch, use_running_average=True, epsilon=BN_EPS, rngs=rngs, **bn_init)
@@ -437,30 +434,9 @@ def fid_weights_path(cache_dir: str | None = None, *, download: bool = True, tim
 
 
 def inception_features_fn(model: InceptionV3, *, batch_size: int = 100) -> Callable[[jax.Array], jax.Array]:
-  """Jitted images [N, H, W, C] in [0, 1] -> [N, 2048] pool features, `batch_size` images at a time.
-
-  Batches run sequentially (lax.map) to bound activation memory; N need not divide batch_size (the last
-  batch is zero-padded and the padding dropped). The weights are an argument of the jitted function, not
-  constants baked into the executable.
-  """
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be positive, got {batch_size}')
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def features(state, images: jax.Array) -> jax.Array:
-    net = nnx.merge(graphdef, state)
-    n = images.shape[0]
-    if n == 0:
-      return jnp.zeros((0, FEATURE_DIM), jnp.float32)
-    bs = min(batch_size, n)
-    pad = (-n) % bs
-    x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1)) if pad else images
-    x = x.reshape((-1, bs) + images.shape[1:])
-    out = jax.lax.map(net, x)
-    return out.reshape(-1, FEATURE_DIM)[:n]
-
-  return functools.partial(features, state)
+  """Jitted images [N, H, W, C] in [0, 1] -> [N, 2048] pool features, `batch_size` images at a time
+  (`quality.network_features_fn`)."""
+  return quality.network_features_fn(model, feature_dim=FEATURE_DIM, batch_size=batch_size)
 
 
 def make_inception_features(weights_path: str | None = None, *, batch_size: int = 100,

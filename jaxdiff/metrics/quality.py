@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 Extractor = Callable[[jax.Array], jax.Array]
 
@@ -244,6 +245,32 @@ def random_projection_features(dim: int = 256, seed: int = 0, nonlinearity: str 
     b = jax.random.normal(kb, (dim,), jnp.float32)
     return act(jnp.dot(x, w, precision=jax.lax.Precision.HIGHEST) / np.sqrt(d) + b)
   return fn
+
+
+def network_features_fn(model: nnx.Module, *, feature_dim: int, batch_size: int = 100) -> Extractor:
+  """Jitted images [N, ...] -> model(images) [N, feature_dim], `batch_size` images at a time.
+
+  Batches run sequentially (lax.map) to bound activation memory; N need not divide batch_size (the last
+  batch is zero-padded and the padding dropped). The weights are an argument of the jitted function, not
+  constants baked into the executable.
+  """
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be positive, got {batch_size}')
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def features(state, images: jax.Array) -> jax.Array:
+    net = nnx.merge(graphdef, state)
+    n = images.shape[0]
+    if n == 0:
+      return jnp.zeros((0, feature_dim), jnp.float32)
+    bs = min(batch_size, n)
+    pad = (-n) % bs
+    x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1)) if pad else images
+    x = x.reshape((-1, bs) + images.shape[1:])
+    return jax.lax.map(net, x).reshape(-1, feature_dim)[:n]
+
+  return functools.partial(features, state)
 
 
 def _inception(**kw) -> Extractor:
