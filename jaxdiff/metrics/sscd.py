@@ -319,13 +319,15 @@ def load_sscd_weights(path: str, *, size: int = INPUT_SIZE, precision: Any = Non
 # Feature extraction.
 
 
-def make_sscd_features(weights_path: str | None = None, *, size: int = INPUT_SIZE, batch_size: int = 64,
+def make_sscd_features(weights_path: str | None = None, *, size: int | None = None, batch_size: int = 64,
                        precision: Any = 'highest') -> Callable[[jax.Array], jax.Array]:
   """Copy-detection feature extractor: fn(images [N, H, W, C] in [0, 1]) -> [N, 512] unit-norm SSCD descriptors.
 
   weights_path: `sscd_disc_mixup.torchvision.pt` (or an .npz of its state dict); there is no download, a
-  missing path raises FileNotFoundError saying where to get the file. size: the small edge after resizing.
+  missing path raises FileNotFoundError saying where to get the file. size: the small edge after resizing
+  (None: INPUT_SIZE, 288).
   """
+  size = size or INPUT_SIZE
   if not weights_path:
     raise FileNotFoundError(f'SSCD needs its weight file: download {WEIGHTS_URL} and pass its path '
                             '(memcheck --features_weights=..., config eval.copy_weights)')
