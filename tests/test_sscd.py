@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import mismatched_state_dict
 from jaxdiff.io import torch_weights
 from jaxdiff.metrics import inception, sscd
 
@@ -91,17 +92,9 @@ def test_a_bare_trunk_state_dict_is_read_under_backbone(state_dict):
     ('add', 'head.weight'),
 ])
 def test_a_mismatched_weight_file_is_refused_naming_the_tensor(tmp_path, state_dict, edit, named):
-  sd = dict(state_dict)
-  if edit == 'remove':
-    del sd[named]
-  elif edit == 'reshape':
-    shape = sd[named].shape
-    sd[named] = np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)
-  else:
-    sd[named] = np.zeros((4, 4, 1, 1), np.float32)
+  sd, word = mismatched_state_dict(state_dict, edit, named)
   path = str(tmp_path / 'my_sscd.npz')
   np.savez(path, **sd)
-  word = {'remove': 'missing', 'reshape': 'shape', 'add': 'unexpected'}[edit]
   with pytest.raises(ValueError, match=word) as info:
     sscd.load_sscd_weights(path)
   assert named in str(info.value) and path in str(info.value) and 'SSCD' in str(info.value)
@@ -183,3 +176,11 @@ def test_every_stage_equals_the_torch_reference_on_a_torch_saved_file(tmp_path, 
     got = jax.device_get(jax.jit(lambda m, x: m.stages(x))(net, jnp.asarray(images)))
     for stage, (err, rel) in ref.stage_errors(got, want).items():
       assert rel < 1e-5, (fmt, stage, err, rel)
+
+
+def test_sscd_is_a_feature_extractor_by_name(monkeypatch):
+  from jaxdiff.metrics import quality  # pylint: disable=g-import-not-at-top
+  assert 'sscd' in quality.feature_extractor_names()
+  monkeypatch.setattr(sscd, 'make_sscd_features', lambda **kw: ('built', kw))
+  assert quality.feature_extractor('sscd', weights_path='w.pt', size=64) == ('built', {'weights_path': 'w.pt',
+                                                                                      'size': 64})

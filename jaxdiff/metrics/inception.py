@@ -84,25 +84,33 @@ def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   return m
 
 
+def rgb_float32(images: jax.Array, network: str = 'Inception') -> jax.Array:
+  """[N, H, W, C], C in {1, 3} -> [N, H, W, 3] float32 (grayscale repeated); the error names `network`."""
+  if images.ndim != 4:
+    raise ValueError(f'{network} expects images [N, H, W, C], got shape {images.shape}')
+  c = images.shape[-1]
+  if c == 1:
+    images = jnp.repeat(images, 3, axis=-1)
+  elif c != 3:
+    raise ValueError(f'{network} expects 1 (grayscale) or 3 (RGB) channels, got {c} in shape {images.shape}')
+  return images.astype(jnp.float32)
+
+
+def resize_separable(x: jax.Array, mh: np.ndarray, mw: np.ndarray) -> jax.Array:
+  """x: [N, H, W, C] -> [N, h, w, C] by the resize matrices mh: [h, H] (rows) and mw: [w, W] (columns)."""
+  hi = jax.lax.Precision.HIGHEST  # a resize is cheap; keep it exact on accelerators too
+  x = jnp.einsum('oh,nhwc->nowc', jnp.asarray(mh), x, precision=hi)
+  return jnp.einsum('pw,nowc->nopc', jnp.asarray(mw), x, precision=hi)
+
+
 def preprocess(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
   """[N, H, W, C] in [0, 1], C in {1, 3} -> [N, size, size, 3] in [-1, 1], as pytorch-fid's InceptionV3.
 
   Resize first, then 2x - 1 (pytorch-fid's order; both are affine so the order only matters for rounding).
   """
-  if images.ndim != 4:
-    raise ValueError(f'Inception expects images [N, H, W, C], got shape {images.shape}')
-  c = images.shape[-1]
-  if c == 1:
-    images = jnp.repeat(images, 3, axis=-1)
-  elif c != 3:
-    raise ValueError(f'Inception expects 1 (grayscale) or 3 (RGB) channels, got {c} in shape {images.shape}')
-  x = images.astype(jnp.float32)
+  x = rgb_float32(images)
   _, h, w, _ = x.shape
-  mh = jnp.asarray(bilinear_resize_matrix(h, size))
-  mw = jnp.asarray(bilinear_resize_matrix(w, size))
-  hi = jax.lax.Precision.HIGHEST  # a resize is cheap; keep it exact on accelerators too
-  x = jnp.einsum('oh,nhwc->nowc', mh, x, precision=hi)
-  x = jnp.einsum('pw,nowc->nopc', mw, x, precision=hi)
+  x = resize_separable(x, bilinear_resize_matrix(h, size), bilinear_resize_matrix(w, size))
   return 2.0 * x - 1.0
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxdiff.io import torch_weights
-from jaxdiff.metrics import quality
+from jaxdiff.metrics import inception, quality
 
 FEATURE_DIM = 512          # SSCD's descriptor
 TRUNK_DIM = 2048           # ResNet-50's last stage
@@ -91,20 +91,11 @@ def resized_shape(height: int, width: int, size: int = INPUT_SIZE) -> tuple[int,
 
 def preprocess(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
   """[N, H, W, C] in [0, 1], C in {1, 3} -> [N, h, w, 3] resized (small edge `size`) and ImageNet-normalised."""
-  if images.ndim != 4:
-    raise ValueError(f'SSCD expects images [N, H, W, C], got shape {images.shape}')
-  c = images.shape[-1]
-  if c == 1:
-    images = jnp.repeat(images, 3, axis=-1)
-  elif c != 3:
-    raise ValueError(f'SSCD expects 1 (grayscale) or 3 (RGB) channels, got {c} in shape {images.shape}')
-  x = images.astype(jnp.float32)
+  x = inception.rgb_float32(images, 'SSCD')
   _, h, w, _ = x.shape
   oh, ow = resized_shape(h, w, size)
-  hi = jax.lax.Precision.HIGHEST  # a resize is cheap; keep it exact on accelerators too
-  if (oh, ow) != (h, w):           # torchvision returns the image untouched when its small edge is `size`
-    x = jnp.einsum('oh,nhwc->nowc', jnp.asarray(antialiased_resize_matrix(h, oh)), x, precision=hi)
-    x = jnp.einsum('pw,nowc->nopc', jnp.asarray(antialiased_resize_matrix(w, ow)), x, precision=hi)
+  if (oh, ow) != (h, w):   # torchvision returns the image untouched when its small edge is `size`
+    x = inception.resize_separable(x, antialiased_resize_matrix(h, oh), antialiased_resize_matrix(w, ow))
   mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
   std = jnp.asarray(IMAGENET_STD, jnp.float32)
   return (x - mean) / std
