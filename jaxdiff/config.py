@@ -128,6 +128,11 @@ def default_config() -> ml_collections.ConfigDict:
       loss_batch_size=256,
       features='random_projection',  # quality feature space: 'random_projection', 'pixels', 'inception', ''
       inception_weights='',    # path of pt_inception-2015-12-05-6726825d.pth ('' = cache / download)
+      # 'copy_score' (paper 3): samples whose features have cosine similarity > copy_threshold to a training image's
+      copy_features='sscd',    # 'sscd' (needs copy_weights), 'pixels' (pixel cosine, no weights), any extractor
+      copy_weights='',         # path of sscd_disc_mixup.torchvision.pt (or an .npz of its state dict)
+      copy_threshold=0.6,
+      copy_input_size=0,       # SSCD's small edge after resizing (0 = 288, the SSCD README's)
       num_reference=0,         # test images per reference set for quality (0 = data.n_test // num_reference_sets)
       num_reference_sets=1,    # disjoint reference sets of the test images: fd/kid/sw are their mean, *_set_std
                                # the spread (paper 1: 10,000 samples against 5 disjoint sets of 10,000)
@@ -213,6 +218,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
   require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
+  if 'copy_score' in e.metrics:
+    from jaxdiff.metrics import quality  # pylint: disable=g-import-not-at-top
+    require(e.copy_features in quality.feature_extractor_names(), 'eval.copy_features',
+            f'must be one of {quality.feature_extractor_names()}, got {e.copy_features!r}')
+    require(e.copy_features != 'sscd' or bool(e.copy_weights), 'eval.copy_weights',
+            "SSCD features need their weight file sscd_disc_mixup.torchvision.pt (or eval.copy_features='pixels')")
+  require(-1 <= e.copy_threshold < 1, 'eval.copy_threshold', f'must be in [-1, 1), got {e.copy_threshold}')
+  require(e.copy_input_size >= 0, 'eval.copy_input_size', f'must be >= 0, got {e.copy_input_size}')
   require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
   require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
   require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')

@@ -1,7 +1,7 @@
 """Is a diffusion model copying its training data? The memorization check for anyone's samples.
 
     python -m jaxdiff.memcheck --samples=PATH --train=PATH [--test=PATH] --out=DIR [--image_size=S]
-        [--features=pixels|random_projection|inception [--features_weights=FILE] [--copy_threshold=0.6]]
+        [--features=pixels|random_projection|inception|sscd [--features_weights=FILE] [--copy_threshold=0.6]]
 
 PATH is a folder of images (PNG or JPEG, any size, grayscale or colour), an `.npy` / `.npz` array of images
 ([N, H, W] or [N, H, W, C], any value scale), or `tfds:NAME[:split]` (a prepared TFDS data set, read without
@@ -16,8 +16,10 @@ test on them measures the chance level: how often a fresh real image looks "memo
 With `--features`, also the copy-detection score of paper 3 (jaxdiff.metrics.copy_detection): the fraction of
 samples whose features have a cosine similarity above `--copy_threshold` (0.6) to some training image's, with
 its interval and chance level. The features are any extractor of jaxdiff.metrics.quality (images mapped to
-[0, 1] first: `pixel_range`): 'pixels' (pixel cosine, no network), 'random_projection', 'inception' (the FID
-network; `--features_weights` = the pytorch-fid .pth file, read without torch).
+[0, 1] first: `pixel_range`): 'sscd' (paper 3's: the SSCD copy-detection descriptor, jaxdiff.metrics.sscd;
+`--features_weights` = sscd_disc_mixup.torchvision.pt, read without torch), 'pixels' (pixel cosine, the
+feature-free fallback), 'random_projection', 'inception' (the FID network; `--features_weights` = the
+pytorch-fid .pth file). report.json names the features and the weight file used.
 
 Writes into --out:
 - report.json: f_mem with its bootstrap interval, the fractions at each k, the chance level, and per sample the
@@ -207,19 +209,21 @@ def copy_report(similarity: np.ndarray, key: jax.Array, *, threshold: float, num
 
 def check_copies(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None, key: jax.Array, *,
                  features: str, threshold: float = copy_detection.THRESHOLD, num_resamples: int = 1000,
-                 block_size: int = 1024, **extractor_kwargs) -> dict[str, Any]:
+                 block_size: int = 1024, extractor=None, **extractor_kwargs) -> dict[str, Any]:
   """The feature-space copy score of the samples (and of held-out real images: its chance level).
 
-  features: a name of `jaxdiff.metrics.quality.feature_extractor` ('pixels' is the pixel cosine,
-  'random_projection', 'inception' with weights_path=...); images are mapped to [0, 1] (`pixel_range`).
-  Returns {'features', 'threshold', 'score', 'score_lo', 'score_hi', 'samples': {'index', 'similarity'},
-  'chance': {...} when test is given}.
+  features: a name of `jaxdiff.metrics.quality.feature_extractor` ('sscd' with weights_path=..., 'pixels' is
+  the pixel cosine, 'random_projection', 'inception' with weights_path=...), built with extractor_kwargs unless
+  `extractor` (already built) is given; images are mapped to [0, 1] (`pixel_range`).
+  Returns {'features', 'features_weights' (the weights_path or None), 'threshold', 'score', 'score_lo',
+  'score_hi', 'samples': {'index', 'similarity'}, 'chance': {...} when test is given}.
   """
-  extractor = jax.jit(quality.feature_extractor(features, **extractor_kwargs))
+  extractor = quality.jit_extractor(extractor or quality.feature_extractor(features, **extractor_kwargs))
   value_range = pixel_range(train)
   feats = {name: extract_features(extractor, a, value_range, block_size=block_size)
            for name, a in (('samples', samples), ('train', train), ('test', test)) if a is not None}
-  out: dict[str, Any] = {'features': features, 'threshold': threshold, 'pixel_range': list(value_range)}
+  out: dict[str, Any] = {'features': features, 'features_weights': extractor_kwargs.get('weights_path'),
+                         'threshold': threshold, 'pixel_range': list(value_range)}
   for i, name in enumerate(('samples', 'test')):
     if name not in feats:
       continue
@@ -235,10 +239,11 @@ def check_copies(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None
 
 def check(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None = None, *, k: float = 1 / 3,
           num_resamples: int = 1000, seed: int = 0, block_size: int = 1024, features: str | None = None,
-          copy_threshold: float = copy_detection.THRESHOLD, **extractor_kwargs) -> dict[str, Any]:
+          copy_threshold: float = copy_detection.THRESHOLD, extractor=None, **extractor_kwargs) -> dict[str, Any]:
   """The report (without figures): f_mem of the samples, the chance level of held-out real images, and the
-  per-sample neighbours; with `features`, also the feature-space copy score (`check_copies`) under 'copy'.
-  samples, train, test: [N, ...] float arrays of one per-image shape."""
+  per-sample neighbours; with `features`, also the feature-space copy score (`check_copies`, its extractor
+  `extractor` or built from extractor_kwargs) under 'copy'. samples, train, test: [N, ...] float arrays of one
+  per-image shape."""
   key = jax.random.key(seed)
   t0 = time.perf_counter()
   nn = nearest_two_in_blocks(samples, train, block_size=block_size)
@@ -257,7 +262,7 @@ def check(samples: np.ndarray, train: np.ndarray, test: np.ndarray | None = None
   if features:
     report['copy'] = check_copies(samples, train, test, jax.random.fold_in(key, 2), features=features,
                                   threshold=copy_threshold, num_resamples=num_resamples, block_size=block_size,
-                                  **extractor_kwargs)
+                                  extractor=extractor, **extractor_kwargs)
   report['seconds'] = time.perf_counter() - t0
   return report
 
@@ -316,11 +321,18 @@ def run(samples: str, train: str, out: str, test: str | None = None, *, image_si
       if not os.path.exists(features_weights):
         raise InputError(f'{features_weights}: no such weights file (--features_weights)')
       extractor_kwargs['weights_path'] = features_weights
+  # Built before the images are read and searched: a missing or mismatched weight file fails at once.
+  extractor = None
+  if features:
+    try:
+      extractor = quality.feature_extractor(features, **extractor_kwargs)
+    except ValueError as e:   # a weight file of another network, or of wrong tensors: the message names them
+      raise InputError(f'--features={features} --features_weights={features_weights}: {e}') from e
   x, y, t = load_sets(samples, train, test, image_size=image_size)
   logging.info('memcheck: %d samples against %d training images of shape %s%s', len(x), len(y), x.shape[1:],
                f', chance level from {len(t)} held-out images' if t is not None else '')
   report = check(x, y, t, k=k, num_resamples=num_resamples, seed=seed, block_size=block_size, features=features,
-                 copy_threshold=copy_threshold, **extractor_kwargs)
+                 copy_threshold=copy_threshold, extractor=extractor, **extractor_kwargs)
   report['inputs'] = {'samples': samples, 'train': train, 'test': test, 'image_size': image_size}
   rundir = RunDir(out, primary=True).makedirs()
   report['figures'] = write_figures(rundir, x, y, report)
@@ -346,10 +358,11 @@ _RESAMPLES = flags.DEFINE_integer('bootstrap_resamples', 1000, 'Bootstrap resamp
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap.')
 _BLOCK = flags.DEFINE_integer('block_size', 1024, 'Samples searched per compiled call (bounds memory).')
 _FEATURES = flags.DEFINE_string('features', None, 'Also the copy score: cosine similarity of these features '
-                                '(pixels, random_projection, inception, ...; jaxdiff.metrics.quality).')
+                                '(sscd, pixels, random_projection, inception; jaxdiff.metrics.quality).')
 _COPY = flags.DEFINE_float('copy_threshold', copy_detection.THRESHOLD, 'A copy when the cosine similarity exceeds this.')
-_WEIGHTS = flags.DEFINE_string('features_weights', None, 'Weights file of the feature network (e.g. the '
-                               'pytorch-fid .pth for --features=inception).')
+_WEIGHTS = flags.DEFINE_string('features_weights', None, 'Weights file of the feature network '
+                               '(sscd_disc_mixup.torchvision.pt for --features=sscd, the pytorch-fid .pth for '
+                               '--features=inception).')
 
 
 def main(argv):

@@ -87,6 +87,21 @@ def tiny_gmm_config(**overrides):
   return apply_overrides(c, overrides)
 
 
+def mismatched_state_dict(state_dict: dict, edit: str, name: str) -> tuple[dict, str]:
+  """A copy of a torch state dict with tensor `name` removed ('remove'), its last axis one longer ('reshape') or
+  added as a stray [4, 4, 1, 1] ('add'); returns it with the word the loader's error must use."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  sd = dict(state_dict)
+  if edit == 'remove':
+    del sd[name]
+  elif edit == 'reshape':
+    shape = np.shape(sd[name])
+    sd[name] = np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)
+  else:
+    sd[name] = np.zeros((4, 4, 1, 1), np.float32)
+  return sd, {'remove': 'missing', 'reshape': 'shape', 'add': 'unexpected'}[edit]
+
+
 def apply_overrides(c, overrides: dict):
   """Set dotted fields ('train.num_steps': 10) of config c in place; returns c."""
   for key, value in overrides.items():

@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from conftest import mismatched_state_dict
 from jaxdiff.metrics import inception as I
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
@@ -77,15 +78,7 @@ def test_converter_puts_each_tensor_in_its_place(manifest):
 ])
 def test_converter_refuses_a_wrong_state_dict_naming_the_tensor(manifest, edit, named):
   # Zeros are enough: the checks run before any value is read.
-  sd = {k: np.zeros(v['shape'], np.float32) for k, v in manifest.items()}
-  if edit == 'remove':
-    del sd[named]
-  elif edit == 'reshape':
-    shape = sd[named].shape
-    sd[named] = np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)
-  else:
-    sd[named] = np.zeros((4, 4, 1, 1), np.float32)
-  word = {'remove': 'missing', 'reshape': 'shape', 'add': 'unexpected'}[edit]
+  sd, word = mismatched_state_dict({k: np.zeros(v['shape'], np.float32) for k, v in manifest.items()}, edit, named)
   with pytest.raises(ValueError, match=word) as info:
     I.convert_state_dict(sd, source='my_weights.pth')
   assert named in str(info.value) and 'my_weights.pth' in str(info.value)

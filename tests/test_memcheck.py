@@ -147,3 +147,39 @@ def test_feature_option_names_bad_input(planted, tmp_path):
   with pytest.raises(memcheck.InputError, match='no_such.pth'):
     memcheck.run(d['samples'], d['train'], str(tmp_path / 'x'), features='inception',
                  features_weights=str(tmp_path / 'no_such.pth'))
+
+
+
+def test_sscd_copy_score_runs_end_to_end_and_names_its_weights(tmp_path, monkeypatch):
+  """--features=sscd --features_weights=FILE (random weights, tiny images): every sample's best match is that of
+  the SSCD descriptors of the [0, 1]-mapped images, exact copies score 1 against their source, and report.json
+  names the features and the weight file. A weight file of another network is refused naming the flag."""
+  from jaxdiff.metrics import sscd  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sscd, 'INPUT_SIZE', 16)   # ResNet-50 at 288 is slow on a CPU; the pipeline is the same
+  weights = str(tmp_path / 'sscd_random.npz')
+  np.savez(weights, **sscd.random_state_dict(0))
+  rng = np.random.default_rng(4)
+  train = rng.integers(0, 256, (6, 12, 12)).astype(np.float32)
+  samples = np.concatenate([train[[3, 1]], rng.integers(0, 256, (2, 12, 12)).astype(np.float32)])
+  np.save(tmp_path / 'train.npy', train)
+  np.save(tmp_path / 'samples.npy', samples)
+  out = str(tmp_path / 'sscd')
+  report = memcheck.run(str(tmp_path / 'samples.npy'), str(tmp_path / 'train.npy'), out, num_resamples=100,
+                        features='sscd', features_weights=weights)
+  c = report['copy']
+  assert c['features'] == 'sscd' and c['features_weights'] == weights and c['threshold'] == 0.6
+  embed = sscd.make_sscd_features(weights, size=16)
+  f = np.asarray(embed(np.concatenate([samples, train])[..., None] / 255.0), np.float64)
+  s = f[:4] @ f[4:].T
+  np.testing.assert_array_equal(c['samples']['index'], s.argmax(1))
+  np.testing.assert_allclose(c['samples']['similarity'], s.max(1), atol=1e-5)
+  assert list(c['samples']['index'][:2]) == [3, 1]
+  np.testing.assert_allclose(c['samples']['similarity'][:2], 1.0, atol=1e-5)
+  assert c['score'] == pytest.approx(np.mean(s.max(1) > 0.6))
+  saved = json.load(open(os.path.join(out, 'report.json')))
+  assert saved['copy']['features'] == 'sscd' and saved['copy']['features_weights'] == weights
+  inception_like = str(tmp_path / 'other.npz')
+  np.savez(inception_like, **{'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3), np.float32)})
+  with pytest.raises(memcheck.InputError, match='--features_weights=.*other.npz.*unexpected tensor'):
+    memcheck.run(str(tmp_path / 'samples.npy'), str(tmp_path / 'train.npy'), str(tmp_path / 'x'), features='sscd',
+                 features_weights=inception_like)

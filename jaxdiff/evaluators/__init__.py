@@ -17,7 +17,8 @@ training and test sets), 'quality' (FD / KID / sliced Wasserstein in a feature s
 (between samples and test points in data space), and for families that know their data distribution exactly
 (the Gaussian mixture) 'score_error' and 'kl'; for grammar data (the D3PM family) 'validity' (valid@k per
 level), 'copies' (exact copies of training sequences, as f_mem) and 'window_losses' (the loss per window of
-diffusion time). An evaluator that does not apply to a run (no test images, no
+diffusion time); for images 'copy_score' (paper 3's copy-detection score: samples whose SSCD or pixel features
+match a training image's with cosine similarity above 0.6). An evaluator that does not apply to a run (no test images, no
 exact distribution) declines when built. `register` adds one.
 """
 
@@ -49,6 +50,7 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     'validity': 'jaxdiff.evaluators.validity',
     'copies': 'jaxdiff.evaluators.copies',
     'window_losses': 'jaxdiff.evaluators.window_losses',
+    'copy_score': 'jaxdiff.evaluators.copy_score',
 }
 
 

@@ -16,24 +16,19 @@ FIDs once the same weights are loaded:
 - the output is the global average pool after Mixed_7c; the 1008-way classifier is not built.
 
 Attribute names follow torchvision's (`Mixed_5b.branch1x1.conv`, ...), so the converter maps a torch
-state-dict name to the Flax state by name alone. The weight file is a torch pickle; it is read here with
-`zipfile` and a restricted `pickle.Unpickler` (both torch's zip format and the older "legacy" format), so
-neither torch nor TensorFlow is needed. `bench/compare_inception_torch.py` checks the port against
+state-dict name to the Flax state by name alone. The weight file is a torch pickle, read by
+jaxdiff.io.torch_weights (torch's zip and "legacy" formats, a restricted unpickler), so neither torch nor
+TensorFlow is needed. `bench/compare_inception_torch.py` checks the port against
 pytorch-fid itself with random weights.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
-import io
 import os
-import pickle
-import struct
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxdiff.io import torch_weights
+from jaxdiff.metrics import quality
 
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    'pt_inception-2015-12-05-6726825d.pth')
@@ -86,25 +84,33 @@ def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   return m
 
 
+def rgb_float32(images: jax.Array, network: str = 'Inception') -> jax.Array:
+  """[N, H, W, C], C in {1, 3} -> [N, H, W, 3] float32 (grayscale repeated); the error names `network`."""
+  if images.ndim != 4:
+    raise ValueError(f'{network} expects images [N, H, W, C], got shape {images.shape}')
+  c = images.shape[-1]
+  if c == 1:
+    images = jnp.repeat(images, 3, axis=-1)
+  elif c != 3:
+    raise ValueError(f'{network} expects 1 (grayscale) or 3 (RGB) channels, got {c} in shape {images.shape}')
+  return images.astype(jnp.float32)
+
+
+def resize_separable(x: jax.Array, mh: np.ndarray, mw: np.ndarray) -> jax.Array:
+  """x: [N, H, W, C] -> [N, h, w, C] by the resize matrices mh: [h, H] (rows) and mw: [w, W] (columns)."""
+  hi = jax.lax.Precision.HIGHEST  # a resize is cheap; keep it exact on accelerators too
+  x = jnp.einsum('oh,nhwc->nowc', jnp.asarray(mh), x, precision=hi)
+  return jnp.einsum('pw,nowc->nopc', jnp.asarray(mw), x, precision=hi)
+
+
 def preprocess(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
   """[N, H, W, C] in [0, 1], C in {1, 3} -> [N, size, size, 3] in [-1, 1], as pytorch-fid's InceptionV3.
 
   Resize first, then 2x - 1 (pytorch-fid's order; both are affine so the order only matters for rounding).
   """
-  if images.ndim != 4:
-    raise ValueError(f'Inception expects images [N, H, W, C], got shape {images.shape}')
-  c = images.shape[-1]
-  if c == 1:
-    images = jnp.repeat(images, 3, axis=-1)
-  elif c != 3:
-    raise ValueError(f'Inception expects 1 (grayscale) or 3 (RGB) channels, got {c} in shape {images.shape}')
-  x = images.astype(jnp.float32)
+  x = rgb_float32(images)
   _, h, w, _ = x.shape
-  mh = jnp.asarray(bilinear_resize_matrix(h, size))
-  mw = jnp.asarray(bilinear_resize_matrix(w, size))
-  hi = jax.lax.Precision.HIGHEST  # a resize is cheap; keep it exact on accelerators too
-  x = jnp.einsum('oh,nhwc->nowc', mh, x, precision=hi)
-  x = jnp.einsum('pw,nowc->nopc', mw, x, precision=hi)
+  x = resize_separable(x, bilinear_resize_matrix(h, size), bilinear_resize_matrix(w, size))
   return 2.0 * x - 1.0
 
 
@@ -138,10 +144,6 @@ def _avg_pool_exclude_pad(x: jax.Array) -> jax.Array:
   return total / jnp.asarray(count[None, :, :, None], x.dtype)
 
 
-def _numpy_fill(value: float) -> Callable:
-  return lambda key, shape, dtype=np.float32: np.full(shape, value, dtype)
-
-
 class BasicConv2d(nnx.Module):
   """Bias-free conv, BatchNorm (eval mode, eps 0.001), ReLU: torchvision's BasicConv2d."""
 
@@ -151,8 +153,8 @@ class BasicConv2d(nnx.Module):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     # Placeholders made in NumPy: jnp would compile one fill per distinct shape (seconds for the network).
-    conv_init = dict(kernel_init=_numpy_fill(0.0)) if zero_init else {}
-    bn_init = dict(scale_init=_numpy_fill(1.0), bias_init=_numpy_fill(0.0)) if zero_init else {}
+    conv_init = dict(kernel_init=torch_weights.placeholder_init(0.0)) if zero_init else {}
+    bn_init = dict(scale_init=torch_weights.placeholder_init(1.0), bias_init=torch_weights.placeholder_init(0.0)) if zero_init else {}
     self.conv = nnx.Conv(in_ch, out_ch, (kh, kw), strides=(stride, stride), padding=((ph, ph), (pw, pw)),
                          use_bias=False, precision=precision, rngs=rngs, **conv_init)
     self.bn = nnx.BatchNorm(out_ch, use_running_average=True, epsilon=BN_EPS, rngs=rngs, **bn_init)
@@ -340,59 +342,15 @@ def inception_skeleton(precision: Any = None) -> InceptionV3:
 # --------------------------------------------------------------------------------------------------
 # Name mapping and conversion from pytorch-fid's state dict.
 
-# Flax leaf (module, variable) -> torch suffix. Convs are OIHW in torch and HWIO in Flax.
-_FLAX_TO_TORCH = {('conv', 'kernel'): 'conv.weight', ('bn', 'scale'): 'bn.weight',
-                  ('bn', 'bias'): 'bn.bias', ('bn', 'mean'): 'bn.running_mean',
-                  ('bn', 'var'): 'bn.running_var'}
-
-
-def _flat(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _unflat(flat: Mapping[tuple, Any]) -> dict:
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
-
-
 def torch_tensor_map(model: InceptionV3) -> dict[str, tuple[tuple, tuple[int, ...]]]:
   """torch state-dict name -> (Flax state path, torch shape) for every tensor the network needs."""
-  flat = _flat(nnx.to_pure_dict(nnx.state(model)))
-  out = {}
-  for path, leaf in flat.items():
-    suffix = _FLAX_TO_TORCH.get(tuple(path[-2:]))
-    if suffix is None:
-      raise AssertionError(f'no torch name for Flax variable {"/".join(map(str, path))}')
-    shape = tuple(leaf.shape)
-    if path[-1] == 'kernel':
-      shape = (shape[3], shape[2], shape[0], shape[1])  # HWIO -> OIHW
-    out['.'.join(map(str, path[:-2])) + '.' + suffix] = (path, shape)
-  return out
+  return torch_weights.torch_tensor_map(model)
 
 
 def optional_torch_tensors(model: InceptionV3) -> dict[str, tuple[int, ...]]:
   """Tensors of pytorch-fid's state dict that the pool features do not use (accepted and ignored)."""
-  out = {'fc.weight': (NUM_CLASSES, FEATURE_DIM), 'fc.bias': (NUM_CLASSES,)}
-  for name in torch_tensor_map(model):
-    if name.endswith('.bn.running_mean'):
-      out[name[:-len('running_mean')] + 'num_batches_tracked'] = ()
-  return out
-
-
-def _describe(names: list[str], limit: int = 8) -> str:
-  shown = ', '.join(names[:limit])
-  return shown + (f' (and {len(names) - limit} more)' if len(names) > limit else '')
+  return {'fc.weight': (NUM_CLASSES, FEATURE_DIM), 'fc.bias': (NUM_CLASSES,),
+          **torch_weights.batch_norm_counters(torch_tensor_map(model))}
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], *, precision: Any = None,
@@ -404,36 +362,8 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, precision: Any = None,
   error names the offending tensors (the first 8 of each kind, then a count).
   """
   model = inception_skeleton(precision)
-  needed = torch_tensor_map(model)
-  optional = optional_torch_tensors(model)
-  problems = []
-  missing = sorted(n for n in needed if n not in state_dict)
-  if missing:
-    problems.append(f'missing tensor(s): {_describe(missing)}')
-  unexpected = sorted(n for n in state_dict if n not in needed and n not in optional)
-  if unexpected:
-    problems.append(f'unexpected tensor(s): {_describe(unexpected)}')
-  misshaped = []
-  for name, value in state_dict.items():
-    want = needed[name][1] if name in needed else optional.get(name)
-    if want is not None and tuple(np.shape(value)) != tuple(want):
-      misshaped.append(f'{name} has shape {tuple(np.shape(value))}, expected {tuple(want)}')
-    elif name in needed and not np.issubdtype(np.asarray(value).dtype, np.floating):
-      misshaped.append(f'{name} has dtype {np.asarray(value).dtype}, expected a floating-point tensor')
-  if misshaped:
-    problems.append('wrong tensor(s): ' + _describe(misshaped))
-  if problems:
-    raise ValueError(f'{source} does not match pytorch-fid\'s FID Inception-v3: ' + '; '.join(problems))
-
-  flat = {}
-  for name, (path, _) in needed.items():
-    value = np.asarray(state_dict[name], dtype=np.float32)
-    if path[-1] == 'kernel':
-      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    flat[path] = jnp.asarray(value)
-  graphdef, state = nnx.split(model)
-  nnx.replace_by_pure_dict(state, _unflat(flat))
-  return nnx.merge(graphdef, state)
+  return torch_weights.load_state_dict(model, state_dict, optional=optional_torch_tensors(model), source=source,
+                                       network="pytorch-fid's FID Inception-v3")
 
 
 def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
@@ -460,197 +390,12 @@ def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
   return out
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading torch files without torch.
-
-_STORAGE_DTYPES = {
-    'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
-    'LongStorage': np.int64, 'IntStorage': np.int32, 'ShortStorage': np.int16, 'CharStorage': np.int8,
-    'ByteStorage': np.uint8, 'BoolStorage': np.bool_, 'UntypedStorage': np.uint8,
-}
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
-_LEGACY_PROTOCOL = 1001
-
-
-def _bfloat16():
-  import ml_dtypes  # a jax dependency
-  return ml_dtypes.bfloat16
-
-
-class _StorageType:
-  def __init__(self, name: str):
-    self.name = name
-
-  @property
-  def dtype(self) -> np.dtype:
-    return np.dtype(_bfloat16() if self.name == 'BFloat16Storage' else _STORAGE_DTYPES[self.name])
-
-
-class _StorageRef:
-  """A storage named in the pickle; its bytes are read after unpickling (they follow it in legacy files)."""
-
-  def __init__(self, key: str, dtype: np.dtype, numel: int, view_offset: int = 0):
-    self.key, self.dtype, self.numel, self.view_offset = key, dtype, numel, view_offset
-
-
-class _LazyTensor:
-  def __init__(self, storage: _StorageRef, offset: int, size, stride):
-    self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
-
-  def materialize(self, storages: Mapping[str, np.ndarray]) -> np.ndarray:
-    flat = storages[self.storage.key][self.storage.view_offset:]
-    need = self.offset + sum((s - 1) * st for s, st in zip(self.size, self.stride)) + 1
-    if 0 not in self.size and need > flat.size:
-      raise ValueError(f'torch file is corrupt: a tensor of shape {self.size} reads past its storage '
-                       f'{self.storage.key!r} ({flat.size} elements)')
-    if 0 in self.size:
-      return np.zeros(self.size, flat.dtype)
-    item = flat.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.size,
-                                           strides=[s * item for s in self.stride])
-    return np.array(view)
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-  return _LazyTensor(storage, storage_offset, size, stride)
-
-
-def _rebuild_parameter(data, *unused):
-  return data
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Unpickles a torch state dict into lazy tensors; refuses every global except the few a state dict uses."""
-
-  _ALLOWED = {
-      ('collections', 'OrderedDict'): collections.OrderedDict,
-      ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
-      ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
-      ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
-      ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
-  }
-
-  def __init__(self, file, *, legacy: bool):
-    super().__init__(file)
-    self.legacy = legacy
-
-  def find_class(self, module: str, name: str):
-    if (module, name) in self._ALLOWED:
-      return self._ALLOWED[(module, name)]
-    if module == 'torch' and (name in _STORAGE_DTYPES or name == 'BFloat16Storage'):
-      return _StorageType(name)
-    raise pickle.UnpicklingError(
-        f'refusing to unpickle {module}.{name}: only tensors in (ordered) dicts are read from torch files')
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and pid and pid[0] == 'storage'):
-      raise pickle.UnpicklingError(f'unsupported persistent id in torch file: {pid!r}')
-    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
-    if not isinstance(storage_type, _StorageType):
-      raise pickle.UnpicklingError(f'unsupported storage type in torch file: {storage_type!r}')
-    view_offset = 0
-    if self.legacy and len(pid) > 5 and pid[5] is not None:
-      view_offset = int(pid[5][1])  # (view_key, offset, size): a view into a shared storage
-    return _StorageRef(key, storage_type.dtype, numel, view_offset)
-
-
-def _collect(obj, found: list):
-  if isinstance(obj, _LazyTensor):
-    found.append(obj)
-  elif isinstance(obj, Mapping):
-    for v in obj.values():
-      _collect(v, found)
-  elif isinstance(obj, (list, tuple)):
-    for v in obj:
-      _collect(v, found)
-
-
-def _as_state_dict(obj, storages: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
-  if not isinstance(obj, Mapping):
-    raise ValueError(f'{path}: expected a state dict (a mapping of names to tensors), '
-                     f'got {type(obj).__name__}')
-  out = {}
-  for name, value in obj.items():
-    if not isinstance(value, _LazyTensor):
-      raise ValueError(f'{path}: entry {name!r} is a {type(value).__name__}, not a tensor; '
-                       'expected a flat state dict')
-    out[str(name)] = value.materialize(storages)
-  return out
-
-
-def _read_zip(path: str) -> dict[str, np.ndarray]:
-  with zipfile.ZipFile(path) as zf:
-    names = zf.namelist()
-    pkl = [n for n in names if n.endswith('/data.pkl') or n == 'data.pkl']
-    if len(pkl) != 1:
-      raise ValueError(f'{path}: not a torch zip file (found {len(pkl)} data.pkl records)')
-    prefix = pkl[0][:-len('data.pkl')]
-    order = '<'
-    if prefix + 'byteorder' in names and zf.read(prefix + 'byteorder').strip() == b'big':
-      order = '>'
-    obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), legacy=False).load()
-    tensors: list[_LazyTensor] = []
-    _collect(obj, tensors)
-    storages = {}
-    for t in tensors:
-      ref = t.storage
-      if ref.key not in storages:
-        record = f'{prefix}data/{ref.key}'
-        if record not in names:
-          raise ValueError(f'{path}: torch zip file lacks storage record {record!r}')
-        storages[ref.key] = np.frombuffer(zf.read(record), dtype=ref.dtype.newbyteorder(order))
-  return _as_state_dict(obj, storages, path)
-
-
-def _read_legacy(path: str) -> dict[str, np.ndarray]:
-  with open(path, 'rb') as f:
-    try:
-      magic = pickle.load(f)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this format"
-      raise ValueError(f'{path}: neither a torch zip file nor a legacy torch file ({e})') from e
-    if magic != _LEGACY_MAGIC:
-      raise ValueError(f'{path}: not a torch file (bad magic number {magic!r})')
-    protocol = pickle.load(f)
-    if protocol != _LEGACY_PROTOCOL:
-      raise ValueError(f'{path}: unsupported legacy torch protocol version {protocol!r}')
-    sys_info = pickle.load(f)
-    order = '<' if sys_info.get('little_endian', True) else '>'
-    obj = _RestrictedUnpickler(f, legacy=True).load()
-    keys = pickle.load(f)
-    tensors: list[_LazyTensor] = []
-    _collect(obj, tensors)
-    dtypes = {t.storage.key: t.storage.dtype for t in tensors}
-    storages = {}
-    for key in keys:
-      key = str(key)
-      (numel,) = struct.unpack(order + 'q', f.read(8))
-      dtype = np.dtype(dtypes.get(key, np.uint8)).newbyteorder(order)
-      data = f.read(numel * dtype.itemsize)
-      if len(data) != numel * dtype.itemsize:
-        raise ValueError(f'{path}: truncated legacy torch file (storage {key!r})')
-      storages[key] = np.frombuffer(data, dtype=dtype)
-  return _as_state_dict(obj, storages, path)
-
-
-def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A torch `state_dict` file (torch.save, zip or legacy format) -> {name: numpy array}, without torch.
-
-  Only plain tensors in a (ordered) dict are accepted: the unpickler refuses any other global, so a
-  file cannot run code when read.
-  """
-  if zipfile.is_zipfile(path):
-    return _read_zip(path)
-  return _read_legacy(path)
+read_torch_state_dict = torch_weights.read_torch_state_dict  # torch file -> {name: array}, without torch
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A pytorch-fid state dict from a torch file (.pth/.pt) or a NumPy .npz of the same names."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'Inception weight file not found: {path}')
-  if path.endswith('.npz'):
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
-  return read_torch_state_dict(path)
+  return torch_weights.read_state_dict(path, network='Inception')
 
 
 def load_pytorch_fid_weights(path: str, *, precision: Any = None) -> InceptionV3:
@@ -697,30 +442,9 @@ def fid_weights_path(cache_dir: str | None = None, *, download: bool = True, tim
 
 
 def inception_features_fn(model: InceptionV3, *, batch_size: int = 100) -> Callable[[jax.Array], jax.Array]:
-  """Jitted images [N, H, W, C] in [0, 1] -> [N, 2048] pool features, `batch_size` images at a time.
-
-  Batches run sequentially (lax.map) to bound activation memory; N need not divide batch_size (the last
-  batch is zero-padded and the padding dropped). The weights are an argument of the jitted function, not
-  constants baked into the executable.
-  """
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be positive, got {batch_size}')
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def features(state, images: jax.Array) -> jax.Array:
-    net = nnx.merge(graphdef, state)
-    n = images.shape[0]
-    if n == 0:
-      return jnp.zeros((0, FEATURE_DIM), jnp.float32)
-    bs = min(batch_size, n)
-    pad = (-n) % bs
-    x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1)) if pad else images
-    x = x.reshape((-1, bs) + images.shape[1:])
-    out = jax.lax.map(net, x)
-    return out.reshape(-1, FEATURE_DIM)[:n]
-
-  return functools.partial(features, state)
+  """Jitted images [N, H, W, C] in [0, 1] -> [N, 2048] pool features, `batch_size` images at a time
+  (`quality.network_features_fn`)."""
+  return quality.network_features_fn(model, feature_dim=FEATURE_DIM, batch_size=batch_size)
 
 
 def make_inception_features(weights_path: str | None = None, *, batch_size: int = 100,

@@ -11,7 +11,8 @@
   stated in our notes, p = 2 by default, unverified): SW_p = (E_theta W_p^p(theta#x, theta#y))^(1/p), theta
   uniform on the unit sphere, W_p in 1-D from sorted projections (exact for unequal sample sizes).
 - Feature extractors by name (`feature_extractor`): 'pixels', 'random_projection' (weights-free, offline),
-  'inception' (pytorch-fid's network, jaxdiff.metrics.inception, imported only when asked for).
+  'inception' (pytorch-fid's network, jaxdiff.metrics.inception) and 'sscd' (the copy-detection descriptor of
+  paper 3, jaxdiff.metrics.sscd), the networks imported only when asked for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 Extractor = Callable[[jax.Array], jax.Array]
 
@@ -246,15 +248,55 @@ def random_projection_features(dim: int = 256, seed: int = 0, nonlinearity: str 
   return fn
 
 
+def network_features_fn(model: nnx.Module, *, feature_dim: int, batch_size: int = 100) -> Extractor:
+  """Jitted images [N, ...] -> model(images) [N, feature_dim], `batch_size` images at a time.
+
+  Batches run sequentially (lax.map) to bound activation memory; N need not divide batch_size (the last
+  batch is zero-padded and the padding dropped). The weights are an argument of the jitted function, not
+  constants baked into the executable.
+  """
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be positive, got {batch_size}')
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def features(state, images: jax.Array) -> jax.Array:
+    net = nnx.merge(graphdef, state)
+    n = images.shape[0]
+    if n == 0:
+      return jnp.zeros((0, feature_dim), jnp.float32)
+    bs = min(batch_size, n)
+    pad = (-n) % bs
+    x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1)) if pad else images
+    x = x.reshape((-1, bs) + images.shape[1:])
+    return jax.lax.map(net, x).reshape(-1, feature_dim)[:n]
+
+  fn = functools.partial(features, state)
+  fn.jitted = True   # see `jit_extractor`
+  return fn
+
+
+def jit_extractor(fn: Extractor) -> Extractor:
+  """`fn` jitted, unless it already is (`network_features_fn`: jitting it again would bake its weights into the
+  outer program as constants, slow to compile)."""
+  return fn if getattr(fn, 'jitted', False) else jax.jit(fn)
+
+
 def _inception(**kw) -> Extractor:
   from jaxdiff.metrics import inception  # pylint: disable=g-import-not-at-top  (heavy; only when asked)
   return inception.make_inception_features(**kw)
+
+
+def _sscd(**kw) -> Extractor:
+  from jaxdiff.metrics import sscd  # pylint: disable=g-import-not-at-top  (heavy; only when asked)
+  return sscd.make_sscd_features(**kw)
 
 
 _EXTRACTORS: dict[str, Callable[..., Extractor]] = {
     'pixels': pixel_features,
     'random_projection': random_projection_features,
     'inception': _inception,
+    'sscd': _sscd,
 }
 
 
@@ -271,7 +313,8 @@ def feature_extractor_names() -> list[str]:
 def feature_extractor(name: str, **kwargs: Any) -> Extractor:
   """The extractor `name` built with kwargs: a function images [N, H, W, C] -> features [N, D].
 
-  'pixels'; 'random_projection' (dim=256, seed=0, nonlinearity='relu'); 'inception' (weights_path=...).
+  'pixels'; 'random_projection' (dim=256, seed=0, nonlinearity='relu'); 'inception' (weights_path=...);
+  'sscd' (weights_path=sscd_disc_mixup.torchvision.pt, size=288: unit-norm copy-detection descriptors).
   """
   if name not in _EXTRACTORS:
     raise ValueError(f'unknown feature extractor {name!r}; known: {sorted(_EXTRACTORS)}')
