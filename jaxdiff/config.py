@@ -58,6 +58,14 @@ def default_config() -> ml_collections.ConfigDict:
       freq_shift=0,        # time embedding frequencies 10000^(-i / (W/2 - freq_shift)); paper 1: 1
       downsample_padding='same',  # stride-2 convolutions: 'same' (pads (0, 1)) or 'symmetric' ((1, 1), paper 1)
       norm_eps=1e-6,       # GroupNorm epsilon (Flax 1e-6; PyTorch and paper 1 1e-5)
+      # Paper 3's ADM-style U-Net (jaxdiff/models/unet.py; configs/cifar10_flow.py sets them):
+      emb_dim=0,           # time / label embedding width; 0: sinusoid of W, MLP to 4W (paper 1); paper 3: 512
+      scale_shift=False,   # the embedding scales and shifts each block's second GroupNorm (paper 3) instead of adding
+      resample='conv',     # 'conv' (stride-2 conv down, nearest x2 + conv up) or 'resblock' (ResNet blocks, paper 3)
+      head_dim=0,          # > 0: attention heads = channels / head_dim (paper 3: 64) instead of num_heads
+      norm_bias=True,      # GroupNorm bias (paper 3's counts: False; inferred, see unet.py)
+      attention_gate=False,  # a learned scalar on each attention output (paper 3's counts: True; inferred)
+      learned_null=True,   # the null class of guidance is a learned embedding row (False: a zero embedding)
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -132,6 +140,8 @@ def default_config() -> ml_collections.ConfigDict:
       num_reference_sets=1,    # disjoint reference sets of the test images: fd/kid/sw are their mean, *_set_std
                                # the spread (paper 1: 10,000 samples against 5 disjoint sets of 10,000)
       kid_subset_size=1000,
+      quality_references=('test',),  # 'quality' against 'test' (fd_<features>, ...) and/or 'train' (the
+                               # training set: fd_train_<features>, ...; paper 3 reports both)
       tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
       loss_gap_threshold=0.1,  # ... and where (loss_test_t - loss_train_t) / loss_test_t exceeds this
@@ -213,6 +223,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
   require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
+  refs = tuple(e.quality_references)
+  require(len(refs) >= 1 and len(set(refs)) == len(refs) and set(refs) <= {'test', 'train'},
+          'eval.quality_references', f"must be distinct names among 'test', 'train', got {refs}")
   require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
   require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
   require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')
