@@ -12,9 +12,9 @@ and time embedded in 512 dimensions, multipliers (1, 2, 4), 3 residual blocks pe
 64 channels at 16x16 and 8x8; jaxdiff/models/unet.py), B = 16, Adam lr 1e-4, EMA 0.9999 (evaluated),
 conditional and unguided (guidance 0), t uniform, Euler with 250 steps, 300k steps (the memorization score is
 ~0.95 there in paper 3). Each of 40 log-spaced milestones evaluates 2,000 samples: f_mem (ratio test), the
-loss at a fixed time on all N training images and the test set, and FD / KID / SW in Inception features
-against the test set and against the training set (`eval.quality_references`; pass the pytorch-fid weights with
---config.eval.inception_weights=PATH). Not from the paper (unverified there): pixels scaled to [0, 2] and
+loss at a fixed time on one batch of 16 training images and on the test set, and FD / KID / SW in Inception
+features against the test set and against the training set (`eval.quality_references`; pass the pytorch-fid
+weights with --config.eval.inception_weights=PATH). Not from the paper (unverified there): pixels scaled to [0, 2] and
 centred (about [-1, 1]), dropout 0.1, GroupNorm groups 16 (any value gives the same counts). GPU/TPU work,
 not measured here; needs CIFAR-10 prepared for TFDS (README, "Data").
 
@@ -75,6 +75,7 @@ def get_config(arg: str = ''):
   c.eval.sample_batch_size = 500
   c.eval.features = 'inception'
   c.eval.quality_references = ('test', 'train')
+  c.eval.loss_train_examples = 16   # paper 3: the training loss on one batch (0: on all N)
   if 'cpu' in args:
     c.data.name, c.data.image_size, c.data.grayscale, c.data.n_test = 'digits', 8, True, 256
     c.data.scale = 1.0
@@ -95,6 +96,7 @@ def get_config(arg: str = ''):
     c.eval.loss_batch_size = 256
     c.eval.loss_noise_draws = 2
     c.eval.bootstrap_resamples = 500
+    c.eval.loss_train_examples = 0
   return c
 
 

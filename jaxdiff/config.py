@@ -134,6 +134,8 @@ def default_config() -> ml_collections.ConfigDict:
       loss_t_ou=0.01,          # OU time of loss_train_t / loss_test_t (step ~40 of 1000)
       loss_noise_draws=4,      # fixed noise draws averaged per image
       loss_batch_size=256,
+      loss_train_examples=0,   # 'losses': the training loss on all n examples (0) or on the first k (paper 3:
+                               # one batch of B = 16)
       features='random_projection',  # quality feature space: 'random_projection', 'pixels', 'inception', ''
       inception_weights='',    # path of pt_inception-2015-12-05-6726825d.pth ('' = cache / download)
       num_reference=0,         # test images per reference set for quality (0 = data.n_test // num_reference_sets)
@@ -220,6 +222,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(0 < e.memorization_k < 1, 'eval.memorization_k', f'must be in (0, 1), got {e.memorization_k}')
   require(all(isinstance(k, (int, float)) and 0 < k < 1 for k in e.memorization_fractions), 'eval.memorization_fractions',
           f'must be a tuple of thresholds in (0, 1), got {tuple(e.memorization_fractions)}')
+  require(e.loss_train_examples >= 0, 'eval.loss_train_examples', f'must be >= 0, got {e.loss_train_examples}')
   require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
   require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
