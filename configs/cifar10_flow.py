@@ -86,7 +86,7 @@ def get_config(arg: str = ''):
     c.optimizer.learning_rate, c.optimizer.ema_decay = 2e-3, 0.0
     c.train.batch_size = 4
     c.train.num_steps = 6000
-    c.train.num_milestones = 16
+    c.train.num_milestones = 20
     c.train.steps_per_dispatch = 250
     c.train.log_every = 500
     c.train.checkpoint_every = 2000
@@ -94,9 +94,12 @@ def get_config(arg: str = ''):
     c.eval.grid_samples = 32
     c.eval.features = 'pixels'
     c.eval.loss_batch_size = 256
-    c.eval.loss_noise_draws = 2
+    c.eval.loss_noise_draws = 8
     c.eval.bootstrap_resamples = 500
     c.eval.loss_train_examples = 0
+    # tau_mem from the loss gap where it passes 0.2 in absolute terms: on the steep part of the gap curve, above
+    # its early noise (~0.05 at N = 8), which a relative 10% threshold (~0.05 here) sits in.
+    c.eval.loss_gap_relative, c.eval.loss_gap_threshold = False, 0.2
   return c
 
 

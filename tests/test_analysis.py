@@ -159,6 +159,8 @@ def test_paper_3_analysis_fits_tau_mem_against_n_and_inverse_batch_and_collapses
     assert f['n_lo_t'] < 1.0 < f['n_hi_t'] and abs(f['n'] - 1) < 0.15, f
   for f in by_b:
     assert f['inv_batch_size_lo_t'] < 1.0 < f['inv_batch_size_hi_t'] and abs(f['inv_batch_size'] - 1) < 0.15, f
+  joint = next(f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'n+inv_batch_size')
+  assert joint['n_lo'] < 1.0 < joint['n_hi'] and joint['inv_batch_size_lo'] < 1.0 < joint['inv_batch_size_hi']
   t_mem = [r['T_mem_fmem'] for r in rep['runs']]
   assert max(t_mem) / min(t_mem) < 1.5          # collapsed (tau_mem spans a factor 16)
   for name in ('collapse_T_n.png', 'collapse_T_batch_size.png'):

@@ -197,3 +197,32 @@ def test_flow_samples_are_images_with_balanced_labels_by_default():
 def test_bad_flow_configs_name_the_field(overrides, match):
   with pytest.raises(ValueError, match=match):
     config_lib.validate(tiny_flow_config(**overrides))
+
+
+def _cpu_sweep(sweep_dir, batches=None, **overrides):
+  """Run configs/cifar10_flow.py:cpu (its points, or those of the given B) through jaxdiff.sweep."""
+  from conftest import ROOT, apply_overrides
+  from jaxdiff import sweep
+  base, points = sweep.points_from_spec(os.path.join(ROOT, 'configs', 'cifar10_flow.py:cpu'), sweep_dir)
+  points = [p for p in points if batches is None or p.overrides['train.batch_size'] in batches]
+  sweep.run_local(apply_overrides(base, overrides), points, log=lambda s: None)
+  return points
+
+
+def test_the_cpu_sweep_pipeline_trains_an_n_ensemble_per_b_and_normalizes_by_n_and_b(tmp_path, cache_dir):
+  """The pipeline of the slow test below at a few steps: one point per B, each an ensemble over N; the analysis
+  reads every (N, B) run, its normalized step is tau (N_min/N)(B/B_min), and it draws one collapse per swept
+  variable (N and B)."""
+  from jaxdiff.analysis.report import report
+  _cpu_sweep(str(tmp_path / 'sweep'), batches=(2, 8), **{
+      'data.cache_dir': cache_dir, 'train.num_steps': 8, 'train.num_milestones': 2, 'train.steps_per_dispatch': 4,
+      'train.log_every': 4, 'train.checkpoint_every': 8, 'train.loop': 'host', 'model.kernels': 'xla',
+      'eval.num_samples': 8, 'eval.sample_batch_size': 8, 'eval.grid_samples': 4, 'eval.bootstrap_resamples': 20,
+      'flow.sample_steps': 2})
+  rep = report([str(tmp_path / 'sweep')], str(tmp_path / 'analysis'), num_bootstrap=20)
+  assert sorted((r['n'], r['batch_size']) for r in rep['runs']) == [(n, b) for n in (8, 16, 32) for b in (2, 8)]
+  for r in rep['runs']:
+    assert r['family'] == 'flow' and r['tau_gen'] is not None
+    assert r['T_gen'] == pytest.approx(r['tau_gen'] * (8 / r['n']) * (r['batch_size'] / 2))
+  assert os.path.getsize(rep['files']['collapse_T_n.png']) > 0
+  assert os.path.getsize(rep['files']['collapse_T_batch_size.png']) > 0

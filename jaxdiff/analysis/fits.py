@@ -69,8 +69,8 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
 
   - tau_mem_fmem and tau_mem_loss against n, per width and configured batch (`batch_config`; and per
     `FIT_GROUP_KEYS`, except batch_size, which is min(n, B) and varies with n in a full-batch sweep);
-  - the same against 1/B (`inv_batch_size`, the effective batch) per width and n, where several batches exist
-    (paper 3: tau_mem ~ N / B);
+  - the same against 1/B (`inv_batch_size`, the effective batch) per width and n, where several batches exist,
+    and jointly against n and 1/B over the whole grid (paper 3: tau_mem ~ N / B);
   - the same jointly against n and width, where several widths exist;
   - tau_gen against width (per n-independent group) and against n.
   Returns one dict per fit: {'y', 'x', 'group', fit_scaling's keys} (failures are skipped).
@@ -90,10 +90,13 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
     # Against n at one configured batch (paper 3 sweeps B at fixed n; a full-batch sweep has one nominal B).
     for group, subset in group_rows(rows, keys + ['width', 'batch_config']).items():
       add(y_key, ['n'], keys + ['width', 'batch_config'], group, subset)
-    # Against 1 / B at one n (paper 3: tau_mem ~ N / B).
+    # Against 1 / B at one n (paper 3: tau_mem ~ N / B), and jointly against n and 1 / B over an N x B grid.
     for group, subset in group_rows(rows, keys + ['width', 'n']).items():
       if len({r.get('batch_size') for r in subset}) > 1:
         add(y_key, ['inv_batch_size'], keys + ['width', 'n'], group, subset)
+    for group, subset in group_rows(rows, keys + ['width']).items():
+      if len({r.get('batch_size') for r in subset}) > 1 and len({r.get('n') for r in subset}) > 1:
+        add(y_key, ['n', 'inv_batch_size'], keys + ['width'], group, subset)
     for group, subset in group_rows(rows, keys).items():
       if len({r.get('width') for r in subset}) > 1:
         add(y_key, ['n', 'width'], keys, group, subset)
