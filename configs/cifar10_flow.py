@@ -30,7 +30,7 @@ in CPU_B: tau_mem ~ N / B then collapses against the normalized step. Measured c
 """
 
 from jaxdiff.config import default_config
-from jaxdiff.sweep import product
+from jaxdiff.sweep import config_args, product
 
 PAPER_N = (2048, 4096, 8192, 16384)
 PAPER_B = (16, 32, 64, 128)
@@ -43,11 +43,7 @@ SWEEPS = {'n': ('data.n', PAPER_N), 'batch': ('train.batch_size', PAPER_B),
 
 
 def _args(arg: str) -> set[str]:
-  known = set(SWEEPS) | {'cpu'}
-  tokens = {t for t in arg.split(',') if t}
-  if tokens - known:
-    raise ValueError(f'configs/cifar10_flow.py: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
-  return tokens
+  return config_args(arg, set(SWEEPS) | {'cpu'}, 'configs/cifar10_flow.py')
 
 
 def get_config(arg: str = ''):
@@ -65,15 +61,9 @@ def get_config(arg: str = ''):
   m.groups, m.dropout = 16, 0.1
   c.flow.sample_steps, c.flow.guidance, c.flow.t_distribution = 250, 0.0, 'uniform'
   c.optimizer.name, c.optimizer.learning_rate, c.optimizer.ema_decay = 'adam', 1e-4, 0.9999
-  c.train.batch_size = 16
-  c.train.num_steps = 300_000
-  c.train.num_milestones = 40
-  c.train.steps_per_dispatch = 100
-  c.train.log_every = 1000
-  c.train.checkpoint_every = 20_000
-  c.eval.num_samples = 2000
-  c.eval.sample_batch_size = 500
-  c.eval.features = 'inception'
+  c.train.batch_size, c.train.num_steps, c.train.num_milestones = 16, 300_000, 40
+  c.train.steps_per_dispatch, c.train.log_every, c.train.checkpoint_every = 100, 1000, 20_000
+  c.eval.num_samples, c.eval.sample_batch_size, c.eval.features = 2000, 500, 'inception'
   c.eval.quality_references = ('test', 'train')
   c.eval.loss_train_examples = 16   # paper 3: the training loss on one batch (0: on all N)
   if 'cpu' in args:
@@ -91,12 +81,8 @@ def get_config(arg: str = ''):
     c.train.log_every = 500
     c.train.checkpoint_every = 2000
     c.eval.num_samples = c.eval.sample_batch_size = 128
-    c.eval.grid_samples = 32
-    c.eval.features = 'pixels'
-    c.eval.loss_batch_size = 256
-    c.eval.loss_noise_draws = 8
-    c.eval.bootstrap_resamples = 500
-    c.eval.loss_train_examples = 0
+    c.eval.grid_samples, c.eval.features, c.eval.bootstrap_resamples = 32, 'pixels', 500
+    c.eval.loss_batch_size, c.eval.loss_noise_draws, c.eval.loss_train_examples = 256, 8, 0
     # tau_mem from the loss gap where it passes 0.2 in absolute terms: on the steep part of the gap curve, above
     # its early noise (~0.05 at N = 8), which a relative 10% threshold (~0.05 here) sits in.
     c.eval.loss_gap_relative, c.eval.loss_gap_threshold = False, 0.2

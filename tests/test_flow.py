@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import tiny_config
+from conftest import ROOT, apply_overrides, tiny_config
 from jaxdiff import config as config_lib
 from jaxdiff import experiments
 from jaxdiff.diffusion import rectified_flow as rf
@@ -118,16 +118,10 @@ def test_the_cifar10_flow_config_builds_paper_3s_default_network():
 
 def tiny_flow_config(**overrides):
   """The paper-3 U-Net's fields on the tiny test U-Net (8x8 digits, width 8, two levels), 10 classes."""
-  cfg = tiny_config(**{'family': 'flow', 'model.num_classes': 10, 'model.emb_dim': 16, 'model.scale_shift': True,
-                       'model.resample': 'resblock', 'model.head_dim': 8, 'model.norm_bias': False,
-                       'model.attention_gate': True, 'model.learned_null': False, 'flow.sample_steps': 8})
-  for k, v in overrides.items():
-    node = cfg
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return cfg
+  return tiny_config(**{'family': 'flow', 'model.num_classes': 10, 'model.emb_dim': 16, 'model.scale_shift': True,
+                        'model.resample': 'resblock', 'model.head_dim': 8, 'model.norm_bias': False,
+                        'model.attention_gate': True, 'model.learned_null': False, 'flow.sample_steps': 8,
+                        **overrides})
 
 
 def _strip(rows):
@@ -201,7 +195,6 @@ def test_bad_flow_configs_name_the_field(overrides, match):
 
 def _cpu_sweep(sweep_dir, batches=None, **overrides):
   """Run configs/cifar10_flow.py:cpu (its points, or those of the given B) through jaxdiff.sweep."""
-  from conftest import ROOT, apply_overrides
   from jaxdiff import sweep
   base, points = sweep.points_from_spec(os.path.join(ROOT, 'configs', 'cifar10_flow.py:cpu'), sweep_dir)
   points = [p for p in points if batches is None or p.overrides['train.batch_size'] in batches]
