@@ -99,8 +99,9 @@ def test_paper_3_unet_has_the_papers_parameter_counts(width):
   exact = nnx.eval_shape(lambda: UNet(width=width, **PAPER3_UNET, norm_bias=False, attention_gate=True,
                                       learned_null=False, rngs=nnx.Rngs(0)))
   assert parameter_count(exact) == PAPER3_COUNTS[width]
-  plain = nnx.eval_shape(lambda: UNet(width=width, **PAPER3_UNET, rngs=nnx.Rngs(0)))
-  assert abs(parameter_count(plain) / PAPER3_COUNTS[width] - 1) < 0.005
+  if width in (16, 192):   # the largest and the smallest relative difference
+    plain = nnx.eval_shape(lambda: UNet(width=width, **PAPER3_UNET, rngs=nnx.Rngs(0)))
+    assert 0 < parameter_count(plain) / PAPER3_COUNTS[width] - 1 < 0.005
 
 
 def test_the_cifar10_flow_config_builds_paper_3s_default_network():
@@ -202,20 +203,38 @@ def _cpu_sweep(sweep_dir, batches=None, **overrides):
   return points
 
 
-def test_the_cpu_sweep_pipeline_trains_an_n_ensemble_per_b_and_normalizes_by_n_and_b(tmp_path, cache_dir):
-  """The pipeline of the slow test below at a few steps: one point per B, each an ensemble over N; the analysis
-  reads every (N, B) run, its normalized step is tau (N_min/N)(B/B_min), and it draws one collapse per swept
-  variable (N and B)."""
+def test_the_cpu_sweep_pipeline_trains_an_n_ensemble_per_b_point_and_normalizes_by_n(tmp_path, cache_dir):
+  """The pipeline of the slow test below at a few steps and one B point (the B axis of the analysis is tested on
+  planted runs in test_analysis): the point is an ensemble over N, the analysis reads every (N, B) run, and
+  its normalized step is tau (N_min/N)(B/B_min)."""
   from jaxdiff.analysis.report import report
-  _cpu_sweep(str(tmp_path / 'sweep'), batches=(2, 8), **{
+  _cpu_sweep(str(tmp_path / 'sweep'), batches=(4,), **{
       'data.cache_dir': cache_dir, 'train.num_steps': 8, 'train.num_milestones': 2, 'train.steps_per_dispatch': 4,
       'train.log_every': 4, 'train.checkpoint_every': 8, 'train.loop': 'host', 'model.kernels': 'xla',
       'eval.num_samples': 8, 'eval.sample_batch_size': 8, 'eval.grid_samples': 4, 'eval.bootstrap_resamples': 20,
-      'flow.sample_steps': 2})
+      'eval.loss_noise_draws': 1, 'flow.sample_steps': 2})
   rep = report([str(tmp_path / 'sweep')], str(tmp_path / 'analysis'), num_bootstrap=20)
-  assert sorted((r['n'], r['batch_size']) for r in rep['runs']) == [(n, b) for n in (8, 16, 32) for b in (2, 8)]
+  assert sorted((r['n'], r['batch_size']) for r in rep['runs']) == [(8, 4), (16, 4), (32, 4)]
   for r in rep['runs']:
     assert r['family'] == 'flow' and r['tau_gen'] is not None
-    assert r['T_gen'] == pytest.approx(r['tau_gen'] * (8 / r['n']) * (r['batch_size'] / 2))
+    assert r['T_gen'] == pytest.approx(r['tau_gen'] * 8 / r['n'])
   assert os.path.getsize(rep['files']['collapse_T_n.png']) > 0
-  assert os.path.getsize(rep['files']['collapse_T_batch_size.png']) > 0
+
+
+@pytest.mark.slow
+def test_the_cpu_sweep_collapses_in_n_and_b(tmp_path):
+  """configs/cifar10_flow.py:cpu end to end (N = 8, 16, 32 as one ensemble per B = 2, 4, 8; ~13 minutes on
+  the shared 2-core CPU, bench/README.md): the loss gap opens at tau_mem ~ N / B, so the jointly fitted
+  exponents of N and 1/B are positive, and the normalized steps T_mem spread less than the steps tau_mem."""
+  from jaxdiff.analysis.report import report
+  _cpu_sweep(str(tmp_path / 'sweep'))
+  rep = report([str(tmp_path / 'sweep')], str(tmp_path / 'analysis'), num_bootstrap=1000)
+  assert len(rep['runs']) == 9
+  joint = next(f for f in rep['fits'] if f['y'] == 'tau_mem_loss' and f['x'] == 'n+inv_batch_size')
+  assert joint['n_lo'] > 0.5 and joint['inv_batch_size_lo'] > 0.3, joint   # recorded: [0.91, 1.46], [0.64, 1.05]
+  tau = [r['tau_mem_loss'] for r in rep['runs']]
+  t_norm = [r['T_mem_loss'] for r in rep['runs']]
+  assert None not in tau
+  assert max(t_norm) / min(t_norm) < (max(tau) / min(tau)) / 2
+  for name in ('collapse_T_n.png', 'collapse_T_batch_size.png'):
+    assert os.path.getsize(rep['files'][name]) > 0
