@@ -117,6 +117,22 @@ def test_the_cifar10_flow_config_builds_paper_3s_default_network():
   assert parameter_count(nnx.eval_shape(lambda: family.init(jax.random.key(0)))) == PAPER3_COUNTS[128]
 
 
+def test_the_config_sweeps_paper_3s_grids_and_refuses_unknown_arguments():
+  from configs import cifar10_flow
+  points = cifar10_flow.sweep('n,batch')
+  assert len(points) == 16 and {p['data.n'] for p in points} == {2048, 4096, 8192, 16384}
+  assert {p['train.batch_size'] for p in points} == {16, 32, 64, 128}
+  assert [p['optimizer.learning_rate'] for p in cifar10_flow.sweep('lr')] == [1e-5, 5e-5, 1e-4, 4e-4]
+  assert [p['model.width'] for p in cifar10_flow.sweep('width')] == [16, 32, 64, 128, 192]
+  assert cifar10_flow.sweep('cpu') == [{'train.batch_size': b} for b in (2, 4, 8)]
+  assert cifar10_flow.sweep('') == [{}]
+  cpu = cifar10_flow.get_config('cpu')
+  config_lib.validate(cpu)
+  assert (cpu.family, cpu.data.name, tuple(cpu.ensemble.n)) == ('flow', 'digits', (8, 16, 32))
+  with pytest.raises(ValueError, match="configs/cifar10_flow.py: unknown argument.*'nn'"):
+    cifar10_flow.get_config('nn')
+
+
 def tiny_flow_config(**overrides):
   """The paper-3 U-Net's fields on the tiny test U-Net (8x8 digits, width 8, two levels), 10 classes."""
   return tiny_config(**{'family': 'flow', 'model.num_classes': 10, 'model.emb_dim': 16, 'model.scale_shift': True,
@@ -188,6 +204,9 @@ def test_flow_samples_are_images_with_balanced_labels_by_default():
     ({'model.resample': 'pool'}, "'model.resample'"),
     ({'model.head_dim': 3}, "'model.head_dim': 5 heads do not divide"),
     ({'eval.quality_references': ('val',)}, "'eval.quality_references'"),
+    ({'eval.quality_references': ('train',), 'data.n': 1}, "'eval.quality_references': 'train' needs"),
+    ({'eval.loss_train_examples': -1}, "'eval.loss_train_examples'"),
+    ({'model.emb_dim': -1}, "'model.emb_dim'"),
 ])
 def test_bad_flow_configs_name_the_field(overrides, match):
   with pytest.raises(ValueError, match=match):
