@@ -48,19 +48,14 @@ Cost (bench/README.md):
 """
 
 from jaxdiff.config import default_config
-from jaxdiff.sweep import product
+from jaxdiff.sweep import config_args, product
 
 PAPER_N = (128, 256, 512, 1024, 2048, 4096)
 WIDTHS = (64, 128, 256)
 
 
 def _args(arg: str) -> set[str]:
-  known = {'adam', 'cfg', 'cpu', 'jaxdiff', 'widths'}
-  tokens = {t for t in arg.split(',') if t}
-  unknown = tokens - known
-  if unknown:
-    raise ValueError(f'configs/gmm_mlp.py: unknown argument(s) {sorted(unknown)}; known: {sorted(known)}')
-  return tokens
+  return config_args(arg, {'adam', 'cfg', 'cpu', 'jaxdiff', 'widths'}, 'configs/gmm_mlp.py')
 
 
 def get_config(arg: str = ''):

@@ -58,6 +58,14 @@ def default_config() -> ml_collections.ConfigDict:
       freq_shift=0,        # time embedding frequencies 10000^(-i / (W/2 - freq_shift)); paper 1: 1
       downsample_padding='same',  # stride-2 convolutions: 'same' (pads (0, 1)) or 'symmetric' ((1, 1), paper 1)
       norm_eps=1e-6,       # GroupNorm epsilon (Flax 1e-6; PyTorch and paper 1 1e-5)
+      # Paper 3's ADM-style U-Net (jaxdiff/models/unet.py; configs/cifar10_flow.py sets them):
+      emb_dim=0,           # time / label embedding width; 0: sinusoid of W, MLP to 4W (paper 1); paper 3: 512
+      scale_shift=False,   # the embedding scales and shifts each block's second GroupNorm (paper 3) instead of adding
+      resample='conv',     # 'conv' (stride-2 conv down, nearest x2 + conv up) or 'resblock' (ResNet blocks, paper 3)
+      head_dim=0,          # > 0: attention heads = channels / head_dim (paper 3: 64) instead of num_heads
+      norm_bias=True,      # GroupNorm bias (paper 3's counts: False; inferred, see unet.py)
+      attention_gate=False,  # a learned scalar on each attention output (paper 3's counts: True; inferred)
+      learned_null=True,   # the null class of guidance is a learned embedding row (False: a zero embedding)
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -126,6 +134,8 @@ def default_config() -> ml_collections.ConfigDict:
       loss_t_ou=0.01,          # OU time of loss_train_t / loss_test_t (step ~40 of 1000)
       loss_noise_draws=4,      # fixed noise draws averaged per image
       loss_batch_size=256,
+      loss_train_examples=0,   # 'losses': the training loss on all n examples (0) or on the first k (paper 3:
+                               # one batch of B = 16)
       features='random_projection',  # quality feature space: 'random_projection', 'pixels', 'inception', ''
       inception_weights='',    # path of pt_inception-2015-12-05-6726825d.pth ('' = cache / download)
       # 'copy_score' (paper 3): samples whose features have cosine similarity > copy_threshold to a training image's
@@ -137,6 +147,8 @@ def default_config() -> ml_collections.ConfigDict:
       num_reference_sets=1,    # disjoint reference sets of the test images: fd/kid/sw are their mean, *_set_std
                                # the spread (paper 1: 10,000 samples against 5 disjoint sets of 10,000)
       kid_subset_size=1000,
+      quality_references=('test',),  # 'quality' against 'test' (fd_<features>, ...) and/or 'train' (the
+                               # training set: fd_train_<features>, ...; paper 3 reports both)
       tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
       loss_gap_threshold=0.1,  # ... and where (loss_test_t - loss_train_t) / loss_test_t exceeds this
@@ -215,6 +227,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(0 < e.memorization_k < 1, 'eval.memorization_k', f'must be in (0, 1), got {e.memorization_k}')
   require(all(isinstance(k, (int, float)) and 0 < k < 1 for k in e.memorization_fractions), 'eval.memorization_fractions',
           f'must be a tuple of thresholds in (0, 1), got {tuple(e.memorization_fractions)}')
+  require(e.loss_train_examples >= 0, 'eval.loss_train_examples', f'must be >= 0, got {e.loss_train_examples}')
   require(e.loss_t_ou > 0, 'eval.loss_t_ou', f'must be positive, got {e.loss_t_ou}')
   require(e.features in ('', 'random_projection', 'pixels', 'inception'), 'eval.features',
           f"must be 'random_projection', 'pixels', 'inception' or '' (none), got {e.features!r}")
@@ -226,6 +239,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "SSCD features need their weight file sscd_disc_mixup.torchvision.pt (or eval.copy_features='pixels')")
   require(-1 <= e.copy_threshold < 1, 'eval.copy_threshold', f'must be in [-1, 1), got {e.copy_threshold}')
   require(e.copy_input_size >= 0, 'eval.copy_input_size', f'must be >= 0, got {e.copy_input_size}')
+  refs = tuple(e.quality_references)
+  require(len(refs) >= 1 and len(set(refs)) == len(refs) and set(refs) <= {'test', 'train'},
+          'eval.quality_references', f"must be distinct names among 'test', 'train', got {refs}")
   require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
   require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
   require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')

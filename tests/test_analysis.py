@@ -12,6 +12,7 @@ import pytest
 
 from jaxdiff import analysis
 from jaxdiff.analysis import fits
+from jaxdiff.analysis.report import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,3 +137,44 @@ def test_phase_diagram_counts_every_seed_of_an_n_whatever_their_order(order):
           {'n': 128, 'tau_gen': 10.0, 'tau_mem_fmem': None, 'last_step': 100, 'width': 8, 'num_params': 1}]
   (row,) = fits.phase_diagram(rows, multiples=(1.0,))
   assert row['n_star'] == 128
+
+
+def test_paper_3_analysis_fits_tau_mem_against_n_and_inverse_batch_and_collapses_against_the_normalized_step(
+    tmp_path):
+  """Synthetic N x B grid with tau_mem = 50 N / B: the fits against N (per B) and against 1/B (per N) find
+  exponent 1 inside their intervals, T_mem is the same for every run, one collapse figure per swept variable,
+  and each row has the memorization rate (f_mem = 0.4 ln(t / tau_mem): 0.4 ln 10 per decade) and the best
+  quality before tau_mem."""
+  rs = np.random.RandomState(3)
+  for n in (8, 16, 32):
+    for b in (2, 4, 8):
+      _write_run(str(tmp_path / f'b{b}' / f'n{n}'), n=n, width=8, seed=0, batch=b, family='flow', steps=50_000,
+                 tau_mem=50.0 * n / b * math.exp(0.05 * rs.randn()), tau_gen=20.0)
+  rep = report([str(tmp_path)], str(tmp_path / 'analysis'), num_bootstrap=300)
+  by_n = [f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'n']
+  by_b = [f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'inv_batch_size']
+  assert sorted(f['group']['batch_config'] for f in by_n) == [2, 4, 8]
+  assert sorted(f['group']['n'] for f in by_b) == [8, 16, 32]
+  for f in by_n:   # three points per fit: the Student-t interval (the bootstrap of 3 points is degenerate)
+    assert f['n_lo_t'] < 1.0 < f['n_hi_t'] and abs(f['n'] - 1) < 0.15, f
+  for f in by_b:
+    assert f['inv_batch_size_lo_t'] < 1.0 < f['inv_batch_size_hi_t'] and abs(f['inv_batch_size'] - 1) < 0.15, f
+  joint = next(f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'n+inv_batch_size')
+  assert joint['n_lo'] < 1.0 < joint['n_hi'] and joint['inv_batch_size_lo'] < 1.0 < joint['inv_batch_size_hi']
+  t_mem = [r['T_mem_fmem'] for r in rep['runs']]
+  assert max(t_mem) / min(t_mem) < 1.5          # collapsed (tau_mem spans a factor 16)
+  for name in ('collapse_T_n.png', 'collapse_T_batch_size.png'):
+    assert os.path.getsize(rep['files'][name]) > 0
+  assert 'collapse_T_learning_rate.png' not in rep['files']
+  for r in rep['runs']:
+    assert r['mem_rate'] == pytest.approx(0.4 * math.log(10), rel=0.05)
+    assert r['best_quality_pre_mem'] is not None and r['best_quality_pre_mem'] >= r['quality_best']
+
+
+def test_memorization_rate_and_best_before_read_only_their_side_of_tau_mem():
+  steps = [10, 100, 1000, 10_000]
+  assert fits.memorization_rate(steps, [0.0, 0.0, 0.3, 0.6], 1000) == pytest.approx(0.3)
+  assert fits.memorization_rate(steps, [0.0, 0.0, 0.3, 0.6], None) is None
+  assert fits.memorization_rate(steps, [0.0, 0.0, 0.3, 0.6], 5000) is None   # one milestone after tau_mem
+  assert fits.best_before(steps, [5.0, 2.0, 1.0, 0.5], 100) == 2.0
+  assert fits.best_before(steps, [5.0, 2.0, 1.0, 0.5], None) == 0.5

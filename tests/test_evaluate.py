@@ -174,3 +174,33 @@ print(json.dumps(read_metrics({workdir + '/eval8'!r})[-1]))
     assert row8[k] == row1[k], k
   for k in ('loss_train_t', 'loss_test_t', 'fd_random_projection'):
     assert row8[k] == pytest.approx(row1[k], rel=1e-3), k
+
+
+def test_quality_against_the_training_set_and_the_training_loss_on_one_batch(cache_dir):
+  """eval.quality_references = ('test', 'train'): the same samples (here copies of training digits) get
+  fd_train_* = the Frechet distance to the training set (float64 reference), below their test-set fd_*;
+  eval.loss_train_examples = 4: loss_train_t is the loss of the first 4 training images alone."""
+  import dataclasses
+  from jaxdiff.metrics import quality
+  cfg = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 64, 'eval.num_samples': 32,
+                       'eval.sample_batch_size': 32, 'eval.grid_samples': 32,
+                       'eval.quality_references': ('test', 'train'), 'eval.loss_train_examples': 4})
+  mesh, images, family, graphdef, params = _untrained(cfg)
+  ev = evaluators.Evaluation(cfg, _Replay(family, images.train), graphdef, images, mesh,
+                             metrics=('quality', 'losses'))
+  scalars, figs = ev.evaluate(params, 3)
+  extract = quality.feature_extractor(cfg.eval.features)
+  gen = np.asarray(extract(jnp.asarray(figs['samples'])), np.float64)
+  ref = np.asarray(extract(jnp.asarray(images.to_pixels(images.train))), np.float64)
+  c1, c2 = np.cov(gen, rowvar=False), np.cov(ref, rowvar=False)
+  w = np.linalg.eigvals(c1 @ c2)
+  fd = float(((gen.mean(0) - ref.mean(0)) ** 2).sum() + np.trace(c1) + np.trace(c2)
+             - 2 * np.sqrt(w.clip(0)).real.sum())
+  assert scalars['fd_train_random_projection'] == pytest.approx(fd, rel=1e-3, abs=1e-3)
+  assert scalars['fd_train_random_projection'] < scalars['fd_random_projection']
+  assert {'kid_train_random_projection', 'sw_train_random_projection', 'kid_random_projection'} <= set(scalars)
+  first4 = dataclasses.replace(images, train=images.train[:4], train_labels=images.train_labels[:4])
+  cfg_all = tiny_config(**{'data.cache_dir': cache_dir, 'data.n': 16, 'data.n_test': 64})
+  alone = evaluators.Evaluation(cfg_all, family, graphdef, first4, mesh, metrics=('losses',))
+  assert scalars['loss_train_t'] == pytest.approx(alone.evaluate(params, 3)[0]['loss_train_t'], rel=1e-5)
+  assert scalars['loss_test_t'] == pytest.approx(alone.evaluate(params, 3)[0]['loss_test_t'], rel=1e-5)

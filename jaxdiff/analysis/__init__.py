@@ -13,7 +13,8 @@ or, in a notebook,
 
 `report` writes runs.csv / runs.md (one row per run), fits.csv / fits.md (exponents with bootstrap
 intervals), phase.csv, summary.json, and the figures tau_vs_n.png, collapse_fmem.png, collapse_quality.png,
-collapse_losses.png, normalized.png, phase.png.
+collapse_losses.png, normalized.png, phase.png, and collapse_T_<variable>.png (f_mem and the loss gap against
+paper 3's normalized step, one per swept variable: n, batch_size, learning_rate, width).
 """
 
 from jaxdiff.analysis.fits import (fit_scaling, normalization_reference, normalized_step, phase_diagram,

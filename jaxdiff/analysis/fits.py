@@ -8,6 +8,9 @@
   time is below tau_mem) at tau in {tau_gen, 3 tau_gen, 8 tau_gen} (paper 1, Fig. 4 / SPEC section 1).
 - `normalized_step`: T = tau (N_min / N)(B / B_min)(lr / lr_min) (paper 3; the references default to the
   smallest n, batch and learning rate among the runs analysed, paper 3 uses 2048, 16, 1e-5).
+- `memorization_rate`: the slope of the memorization score after tau_mem, per decade of training time (so the
+  same for the step and the normalized step); `best_before`: the best (smallest) quality metric before
+  tau_mem, paper 3's "best fidelity" (min SW or FD of the pre-memorization phase).
 """
 
 from __future__ import annotations
@@ -34,12 +37,40 @@ def group_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[t
 FIT_GROUP_KEYS = ('family', 'dataset', 'optimizer', 'learning_rate', 'batch_size', 'conditional')
 
 
+def memorization_rate(steps: Sequence[float], score: Sequence[float], tau_mem: float | None, *,
+                      upto: float = 0.9) -> float | None:
+  """Least-squares slope of the memorization score (f_mem, or the copy score) against log10(step) over the
+  milestones from tau_mem to the first one where the score reaches `upto` x its maximum (the rise, not the
+  saturated plateau): the rise per decade of training. A factor on the time axis (the normalized step) shifts
+  log10(step) and leaves the slope unchanged. None without tau_mem or with < 2 such milestones."""
+  if tau_mem is None:
+    return None
+  t, f = np.asarray(steps, np.float64), np.asarray(score, np.float64)
+  keep = (t >= tau_mem) & (t > 0) & np.isfinite(f)
+  t, f = t[keep], f[keep]
+  if t.size and np.max(f) > 0:
+    t, f = t[:int(np.argmax(f >= upto * np.max(f))) + 1], f[:int(np.argmax(f >= upto * np.max(f))) + 1]
+  if t.size < 2 or np.ptp(np.log10(t)) == 0:
+    return None
+  return float(np.polyfit(np.log10(t), f, 1)[0])
+
+
+def best_before(steps: Sequence[float], values: Sequence[float], tau: float | None) -> float | None:
+  """The smallest finite value at milestones up to tau (all milestones when tau is None; None if there is
+  none): paper 3's best fidelity before tau_mem."""
+  t, v = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+  keep = np.isfinite(v) & ((t <= tau) if tau is not None else True)
+  return float(v[keep].min()) if keep.any() else None
+
+
 def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000, level: float = 0.95,
                  seed: int = 0) -> list[dict[str, Any]]:
   """The standard fits over a run table (`runs.run_table`), each where the data allow it:
 
-  - tau_mem_fmem and tau_mem_loss against n, per width (and per `FIT_GROUP_KEYS`, except batch_size, which
-    is min(n, B) and varies with n in a full-batch sweep);
+  - tau_mem_fmem and tau_mem_loss against n, per width and configured batch (`batch_config`; and per
+    `FIT_GROUP_KEYS`, except batch_size, which is min(n, B) and varies with n in a full-batch sweep);
+  - the same against 1/B (`inv_batch_size`, the effective batch) per width and n, where several batches exist,
+    and jointly against n and 1/B over the whole grid (paper 3: tau_mem ~ N / B);
   - the same jointly against n and width, where several widths exist;
   - tau_gen against width (per n-independent group) and against n.
   Returns one dict per fit: {'y', 'x', 'group', fit_scaling's keys} (failures are skipped).
@@ -56,8 +87,16 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
     fits.append({'y': y_key, 'x': '+'.join(x_keys), 'group': dict(zip(group_keys, group)), **f})
 
   for y_key in ('tau_mem_fmem', 'tau_mem_loss'):
+    # Against n at one configured batch (paper 3 sweeps B at fixed n; a full-batch sweep has one nominal B).
+    for group, subset in group_rows(rows, keys + ['width', 'batch_config']).items():
+      add(y_key, ['n'], keys + ['width', 'batch_config'], group, subset)
+    # Against 1 / B at one n (paper 3: tau_mem ~ N / B), and jointly against n and 1 / B over an N x B grid.
+    for group, subset in group_rows(rows, keys + ['width', 'n']).items():
+      if len({r.get('batch_size') for r in subset}) > 1:
+        add(y_key, ['inv_batch_size'], keys + ['width', 'n'], group, subset)
     for group, subset in group_rows(rows, keys + ['width']).items():
-      add(y_key, ['n'], keys + ['width'], group, subset)
+      if len({r.get('batch_size') for r in subset}) > 1 and len({r.get('n') for r in subset}) > 1:
+        add(y_key, ['n', 'inv_batch_size'], keys + ['width'], group, subset)
     for group, subset in group_rows(rows, keys).items():
       if len({r.get('width') for r in subset}) > 1:
         add(y_key, ['n', 'width'], keys, group, subset)

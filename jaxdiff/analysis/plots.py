@@ -207,3 +207,45 @@ def phase_plot(phase: Sequence[Mapping[str, Any]], path: str) -> str:
     ax.set_ylabel('p (parameters)')
     ax.set_title(f'tau = {k:g} tau_gen: memorized x, clean o')
   return save_figure(fig, path)
+
+
+SWEPT = {'n': 'N', 'batch_size': 'B', 'learning_rate': 'lr', 'width': 'W'}
+
+
+def swept_variables(runs: Sequence[Run]) -> list[str]:
+  """The hyperparameters of `SWEPT` that take more than one value among the runs."""
+  return [k for k in SWEPT if len({r.info.get(k) for r in runs if r.info.get(k) is not None}) > 1]
+
+
+def normalized_collapse(runs: Sequence[Run], variable: str, path: str,
+                        reference: Mapping[str, float] | None = None) -> str:
+  """Paper 3's collapse for one swept variable: f_mem (left) and the loss gap (right) against the normalized
+  step T = tau (N_min/N)(B/B_min)(lr/lr_min), colour = the variable's value (paper 3: the curves collapse in N
+  and B, not in lr)."""
+  plt = pyplot()
+  ref = reference or normalization_reference([r.info for r in runs])
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  colors = _colors([r.info.get(variable) for r in runs])
+  labelled = set()
+  for r in sorted(runs, key=lambda r: (r.info.get(variable) or 0, r.name)):
+    value, factor = r.info.get(variable), normalized_step(1.0, r.info, ref)
+    c = colors.get(value, 'k')
+    label = None if value in labelled else f'{SWEPT[variable]}={value:g}' if value is not None else r.name
+    labelled.add(value)
+    t, f = r.curve('f_mem')
+    if t.size:
+      axes[0].plot(t * factor, f, '-o', color=c, ms=3, lw=1.2, label=label)
+    t_tr, l_tr = r.curve('loss_train_t')
+    t_te, l_te = r.curve('loss_test_t')
+    common, i_tr, i_te = np.intersect1d(t_tr, t_te, return_indices=True)
+    if common.size:
+      axes[1].plot(common * factor, l_te[i_te] - l_tr[i_tr], '-', color=c, lw=1.2, label=label)
+  axes[0].set_ylabel('f_mem')
+  axes[1].set_ylabel('loss_test_t - loss_train_t')
+  for ax in axes:
+    ax.set_xscale('log')
+    ax.set_xlabel(f"T = tau (N_min/N)(B/B_min)(lr/lr_min); N_min={ref.get('n')}, B_min={ref.get('batch_size')}")
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  fig.suptitle(f'collapse against the normalized step, swept: {SWEPT[variable]}')
+  return save_figure(fig, path)

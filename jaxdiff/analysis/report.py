@@ -16,7 +16,8 @@ from jaxdiff.io.rundir import json_safe
 
 RUN_COLUMNS = ('run', 'family', 'n', 'width', 'num_params', 'batch_size', 'learning_rate', 'optimizer', 'seed',
                'tau_gen', 'tau_mem_fmem', 'tau_mem_loss', 'T_gen', 'T_mem_fmem', 'T_mem_loss', 'quality_key',
-               'quality_best', 'f_mem_final', 'last_step', 'finished')
+               'quality_best', 'best_quality_pre_mem', 'best_sw_pre_mem', 'mem_rate', 'f_mem_final', 'last_step',
+               'finished')
 
 
 def _fmt(v: Any) -> str:
@@ -115,6 +116,9 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
     files['collapse_quality.png'] = plots.collapse_quality(runs, os.path.join(out, 'collapse_quality.png'))
     files['collapse_losses.png'] = plots.collapse_losses(runs, os.path.join(out, 'collapse_losses.png'))
     files['normalized.png'] = plots.normalized_curves(runs, rows, os.path.join(out, 'normalized.png'))
+    for variable in plots.swept_variables(runs):   # paper 3: one collapse per swept variable
+      name = f'collapse_T_{variable}.png'
+      files[name] = plots.normalized_collapse(runs, variable, os.path.join(out, name), ref)
     validity = plots.validity_curves(runs, os.path.join(out, 'validity.png'))
     if validity:
       files['validity.png'] = validity

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiff import experiments, timescales
-from jaxdiff.analysis.fits import normalization_reference, normalized_step
+from jaxdiff.analysis.fits import best_before, memorization_rate, normalization_reference, normalized_step
 from jaxdiff.io.rundir import json_safe
 from jaxdiff.io.writers import METRICS_FILE, read_metrics
 
@@ -109,6 +109,7 @@ def run_info(config: dict[str, Any] | None, summary: dict[str, Any] | None) -> d
       'num_params': s.get('num_params'),
       # The effective batch is min(n, batch_size) (config.effective_batch_size).
       'batch_size': min(n, batch) if n is not None and batch is not None else batch,
+      'batch_config': batch,   # train.batch_size as configured (sweeps over n group by it)
       'learning_rate': get('learning_rate'),
       'optimizer': get('optimizer'),
       'seed': get('seed'),
@@ -170,5 +171,15 @@ def run_table(runs: Sequence[Run], *, reference: dict[str, float] | None = None)
            'finished': r.finished}
     for k in ('tau_gen', 'tau_mem_fmem', 'tau_mem_loss'):
       row[f'T_{k[4:]}'] = normalized_step(row[k], r.info, ref)
+    row['inv_batch_size'] = 1.0 / row['batch_size'] if row.get('batch_size') else None
+    # Paper 3: the memorization rate after tau_mem and the best fidelity before it (quality key and SW).
+    tau_mem = row['tau_mem_fmem'] if row['tau_mem_fmem'] is not None else row['tau_mem_loss']
+    row['mem_rate'] = memorization_rate(*r.curve('f_mem'), row['tau_mem_fmem'])
+    if r.quality_key:
+      row['best_quality_pre_mem'] = best_before(*r.curve(r.quality_key), tau_mem)
+    sw_key = next((k for k in sorted({k for h in r.history for k in h}) if k.startswith('sw_')
+                   and '_train_' not in k and not k.endswith('_set_std')), None)
+    if sw_key:
+      row['best_sw_pre_mem'] = best_before(*r.curve(sw_key), tau_mem)
     rows.append(row)
   return rows

@@ -1,5 +1,7 @@
 """Evaluator 'losses': the training loss at a fixed diffusion time on all n training examples and on the test
 set, `loss_train_t`, `loss_test_t` and `loss_gap_t` = their difference (SPEC "Definitions").
+`eval.loss_train_examples` > 0 measures the training loss on the first that many training examples only (paper
+3: one batch).
 
 The time is `eval.loss_t_ou` in OU time, mapped by the family (`family.loss_time`: for DDPM the nearest step);
 `family.loss_at(model, x, t, key, y=labels)` gives the per-example losses. Each example's loss is averaged over
@@ -44,6 +46,8 @@ class Evaluator:
         continue
       y = getattr(ctx.data, f'{name}_labels', None)
       y = np.zeros(x.shape[0], np.int32) if y is None else np.asarray(y, np.int32)
+      if name == 'train' and ec.loss_train_examples > 0:   # paper 3: one training batch
+        x, y = x[:ec.loss_train_examples], y[:ec.loss_train_examples]
       padded, n = _pad_to(x, lb)
       labels, _ = _pad_to(y, lb)
       chunks = (padded.reshape(-1, lb, *x.shape[1:]), labels.reshape(-1, lb))

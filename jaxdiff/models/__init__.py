@@ -15,5 +15,7 @@ def build_network(model_cfg, *, image_size: int, channels: int, rngs):
         dropout=model_cfg.dropout, groups=model_cfg.groups, num_classes=model_cfg.num_classes,
         kernels=model_cfg.kernels, time_activation=model_cfg.time_activation, freq_shift=model_cfg.freq_shift,
         downsample_padding=model_cfg.downsample_padding, norm_eps=model_cfg.norm_eps, init=model_cfg.init,
-        rngs=rngs)
+        emb_dim=model_cfg.emb_dim, scale_shift=model_cfg.scale_shift, resample=model_cfg.resample,
+        head_dim=model_cfg.head_dim, norm_bias=model_cfg.norm_bias, attention_gate=model_cfg.attention_gate,
+        learned_null=model_cfg.learned_null, rngs=rngs)
   raise ValueError(f"config field 'model.name': unknown network {model_cfg.name!r}")
