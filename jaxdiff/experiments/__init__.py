@@ -31,6 +31,7 @@ _TABLE: dict[str, str | ModuleType | Any] = {
     'gmm': 'jaxdiff.experiments.gmm',
     'random_features': 'jaxdiff.experiments.random_features',
     'd3pm': 'jaxdiff.experiments.d3pm',
+    'md4': 'jaxdiff.experiments.masked',
 }
 
 MODES = ('train', 'eval')
