@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import apply_overrides
+from conftest import ROOT, apply_overrides, run_python
 from jaxdiff import config as config_lib
-from jaxdiff import experiments
+from jaxdiff import experiments, sweep
+from jaxdiff.analysis.report import report
 from jaxdiff.diffusion import masked
 from jaxdiff.io.writers import read_metrics
 from jaxdiff.metrics.sequences import copy_flags, longest_common_substring
@@ -146,16 +147,22 @@ def test_the_transformer_is_bidirectional_and_counts_its_parameters():
 # The family through the experiment table.
 
 
+def cpu_config(arg: str = 'cpu'):
+  """configs/text_md4.py:<arg>, the config of the CPU sweep."""
+  return sweep.load_config_module(os.path.join(ROOT, 'configs', 'text_md4.py')).get_config(arg)
+
+
 def tiny_md4_config(cache_dir, **overrides):
-  c = config_lib.default_config()
-  c.family = 'md4'
-  c.md4.text.length = 16
+  """The CPU sweep's pipeline (configs/text_md4.py:cpu) at test size: 30 steps, P = 32 / smaller members."""
+  c = cpu_config()
+  c.ensemble.n = ()
   c.md4.width, c.md4.depth, c.md4.num_heads, c.md4.sample_steps, c.md4.loss_windows = 16, 1, 2, 8, 4
   c.data.n, c.data.n_test, c.data.cache_dir = 32, 32, cache_dir
-  c.optimizer.name, c.optimizer.learning_rate = 'adam', 1e-2
+  c.optimizer.learning_rate = 1e-2
   c.train.num_steps, c.train.batch_size, c.train.steps_per_dispatch, c.train.loop = 30, 8, 10, 'host'
   c.train.log_every, c.train.checkpoint_every, c.train.num_milestones = 10, 30, 2
   c.eval.num_samples, c.eval.bootstrap_resamples, c.eval.loss_batch_size, c.eval.loss_noise_draws = 32, 100, 32, 1
+  c.eval.sample_batch_size = 32
   return apply_overrides(c, overrides)
 
 
@@ -171,6 +178,8 @@ def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_sequen
   assert [(m['n'], m['seed']) for m in ens.summary['members']] == [(16, 2), (32, 2)]
   assert {'tau_mem_fit', 'tau_mem_loss_fit'} <= ens.summary.keys()
   assert os.path.exists(tmp_path / 'ens' / 'copies_lcs.png')
+  rep = report([str(tmp_path / 'ens')], str(tmp_path / 'analysis'), num_bootstrap=20)   # the analysis CLI's
+  assert [(r['family'], r['n'], r['dataset']) for r in rep['runs']] == [('md4', 16, 'text:pydoc'), ('md4', 32, 'text:pydoc')]
   for i, m in enumerate(exp.members(cfg)):
     solo = experiments.train(exp.member_config(cfg, m), str(tmp_path / m.name))
     for a, b in zip(jax.tree.leaves(ens.member_params(i, ema=False)), jax.tree.leaves(solo.state.params),
@@ -218,3 +227,26 @@ def test_the_family_learns_grammar_data_with_the_grammar_evaluators(tmp_path, ca
 def test_bad_md4_configs_name_the_field(overrides, match, cache_dir):
   with pytest.raises(ValueError, match=match):
     config_lib.validate(tiny_md4_config(cache_dir, **overrides))
+
+
+def test_a_solo_run_split_over_two_devices_trains_like_one_device(cache_dir):
+  """The shared driver's data parallelism, unchanged: the batch split over the mesh's 'data' axis, the
+  transformer's parameters replicated."""
+  code = f"""
+import tempfile, jax, numpy as np
+from test_masked import tiny_md4_config
+from jaxdiff import experiments
+assert jax.device_count() == 2
+out = {{}}
+for nd in (1, 2):
+  c = tiny_md4_config({cache_dir!r}, **{{'mesh.data': nd, 'train.num_steps': 10, 'eval.enabled': False}})
+  t = experiments.train(c, tempfile.mkdtemp())
+  leaf = jax.tree.leaves(t.state.params)[0]
+  assert len(leaf.sharding.device_set) == nd and leaf.sharding.is_fully_replicated
+  out[nd] = [np.asarray(x) for x in jax.tree.leaves(t.state.params)]
+print('WORST', max(float(np.abs(a - b).max()) for a, b in zip(out[1], out[2])))
+"""
+  r = run_python(code, devices=2, env={'PYTHONPATH': os.path.join(ROOT, 'tests')})
+  assert r.returncode == 0, r.stderr[-3000:]
+  worst = float(r.stdout.split('WORST')[1].split()[0])
+  assert worst < 1e-5, worst

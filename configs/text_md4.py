@@ -1,0 +1,85 @@
+"""Masked diffusion language model (MD4; SPEC section 4, paper 2's text experiment): a time-free transformer
+learns chunks of English text (CPython's pydoc_data.topics, text8-style, 27 symbols; no download) by masked
+diffusion; copies of training chunks start at tau_mem growing with the training-set size P.
+
+    python -m jaxdiff.main --config=configs/text_md4.py --workdir=workdirs/text_md4              # GPU-sized
+    python -m jaxdiff.main --config=configs/text_md4.py:cpu --workdir=workdirs/text_md4_cpu      # 2-core CPU sweep
+    python -m jaxdiff.main --config=configs/text_md4.py:cpu,rhm --workdir=workdirs/rhm_md4_cpu   # grammar data
+    python -m jaxdiff.analysis --workdirs workdirs/text_md4_cpu --out workdirs/text_md4_cpu/analysis
+
+Default (GPU-sized): chunks of d = 64 characters (5,835 distinct in the corpus), 512 test chunks, P in
+{512, 1024, 2048, 4096} as one vectorized ensemble; the linear schedule; a transformer of width 256, depth 6,
+8 heads (4.8M parameters); Adam lr 3e-4, batch 128, 200k steps, 30 log-spaced evaluations of 1024 samples
+(64 unmasking steps): exact copies, the longest common substring with the training set (lcs_frac at LCS >= d/2),
+the loss (bits per token) in 10 windows of t on train and test. Cost: bench/README.md ("Masked diffusion").
+
+`cpu`: d = 16 characters, width 32, depth 2, 4 heads (28k parameters), Adam lr 1e-3, batch 32, P in
+{32, 64, 128, 256} as one ensemble, 256 test chunks, 20 log-spaced evaluations of 256 samples (16 unmasking
+steps); tau_mem from the copies at f_mem_lo > 0.05. Measured cost and the fitted exponent of tau_mem against P:
+bench/README.md ("Masked diffusion").
+
+`rhm` (with or without `cpu`): the same family on paper 2's grammar (v = 8, n_c = 8, m = 3, s = 2, L = 3:
+sequences of 8 tokens, P_max = 17,496), which adds valid@k and the chance copies P/P_max x valid@L.
+"""
+
+from jaxdiff.config import default_config
+
+GPU_P = (512, 1024, 2048, 4096)
+CPU_P = (32, 64, 128, 256)
+
+
+def _args(arg: str) -> set[str]:
+  known = {'cpu', 'rhm'}
+  tokens = {t for t in arg.split(',') if t}
+  if tokens - known:
+    raise ValueError(f'configs/text_md4.py: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
+  return tokens
+
+
+def get_config(arg: str = ''):
+  args = _args(arg)
+  c = default_config()
+  c.family = 'md4'
+  m = c.md4
+  m.data = 'rhm' if 'rhm' in args else 'text'
+  m.text.source, m.text.length, m.text.seed = 'pydoc', 64, 0
+  m.schedule, m.eps = 'linear', 1e-4
+  m.width, m.depth, m.num_heads, m.mlp_ratio = 256, 6, 8, 4
+  m.sample_steps = 64
+  m.loss_windows = 10
+  c.ensemble.n = GPU_P
+  c.data.n_test = 512
+  c.optimizer.name, c.optimizer.learning_rate = 'adam', 3e-4
+  c.train.batch_size = 128
+  c.train.num_steps = 200_000
+  c.train.num_milestones = 30
+  c.train.log_every = 1000
+  c.train.steps_per_dispatch = 1000
+  c.train.checkpoint_every = 20_000
+  c.eval.num_samples = 1024
+  c.eval.sample_batch_size = 1024
+  c.eval.loss_batch_size = 512
+  c.eval.loss_noise_draws = 1
+  c.eval.bootstrap_resamples = 1000
+  c.eval.lcs_threshold = 0.5
+  if 'cpu' in args:
+    m.text.length = 16
+    m.width, m.depth, m.num_heads = 32, 2, 4
+    m.sample_steps = 64   # 4 d: fewer steps reveal several tokens at once, drawn independently (fewer copies)
+    c.ensemble.n = CPU_P
+    c.data.n_test = 256
+    c.optimizer.learning_rate = 2e-3
+    c.train.batch_size = 32
+    c.train.num_steps = 20_000
+    c.train.num_milestones = 20
+    c.train.steps_per_dispatch = 500
+    c.train.log_every = 500
+    c.train.checkpoint_every = 5000
+    c.eval.num_samples = 256
+    c.eval.sample_batch_size = 256
+    c.eval.loss_batch_size = 256
+    c.eval.f_mem_threshold = 0.05
+  if 'rhm' in args:
+    m.sample_steps = min(m.sample_steps, 32)
+    c.data.n_test = 256
+  return c
