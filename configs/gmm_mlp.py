@@ -47,7 +47,7 @@ Cost (bench/README.md):
   the fitted exponents of a recorded run (also the slow test in tests/test_gmm.py).
 """
 
-from jaxdiff.config import default_config
+from jaxdiff.config import config_args, default_config
 from jaxdiff.sweep import product
 
 PAPER_N = (128, 256, 512, 1024, 2048, 4096)
@@ -55,12 +55,7 @@ WIDTHS = (64, 128, 256)
 
 
 def _args(arg: str) -> set[str]:
-  known = {'adam', 'cfg', 'cpu', 'jaxdiff', 'widths'}
-  tokens = {t for t in arg.split(',') if t}
-  unknown = tokens - known
-  if unknown:
-    raise ValueError(f'configs/gmm_mlp.py: unknown argument(s) {sorted(unknown)}; known: {sorted(known)}')
-  return tokens
+  return config_args(arg, {'adam', 'cfg', 'cpu', 'jaxdiff', 'widths'}, 'configs/gmm_mlp.py')
 
 
 def get_config(arg: str = ''):

@@ -29,7 +29,7 @@ gap 0.88 [0.72, 1.10] (bench/README.md, "What the shipped configs measure").
 P = 128, 256, 512 (exponent 0.79 [0.77, 0.81]), P = 1024 not reached by 50k steps.
 """
 
-from jaxdiff.config import default_config
+from jaxdiff.config import config_args, default_config
 
 PAPER_P = 1024
 CPU_P = (64, 128, 256, 512)
@@ -37,11 +37,7 @@ LONG_P = (128, 256, 512, 1024)
 
 
 def _args(arg: str) -> set[str]:
-  known = {'cpu', 'long'}
-  tokens = {t for t in arg.split(',') if t}
-  if tokens - known:
-    raise ValueError(f'configs/rhm_d3pm.py: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
-  return tokens
+  return config_args(arg, {'cpu', 'long'}, 'configs/rhm_d3pm.py')
 
 
 def get_config(arg: str = ''):

@@ -22,18 +22,14 @@ bench/README.md ("Masked diffusion").
 sequences of 8 tokens, P_max = 17,496), which adds valid@k and the chance copies P/P_max x valid@L.
 """
 
-from jaxdiff.config import default_config
+from jaxdiff.config import config_args, default_config
 
 GPU_P = (512, 1024, 2048, 4096)
 CPU_P = (32, 64, 128, 256)
 
 
 def _args(arg: str) -> set[str]:
-  known = {'cpu', 'rhm'}
-  tokens = {t for t in arg.split(',') if t}
-  if tokens - known:
-    raise ValueError(f'configs/text_md4.py: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
-  return tokens
+  return config_args(arg, {'cpu', 'rhm'}, 'configs/text_md4.py')
 
 
 def get_config(arg: str = ''):

@@ -172,6 +172,15 @@ def _check_fields(cfg: Any, ref: Any, prefix: str) -> None:
                        f'got {type(value).__name__} {value!r}')
 
 
+def config_args(arg: str, known: set[str], where: str) -> set[str]:
+  """The comma-separated tokens of a config file's argument (`--config=FILE:cpu,long`); ValueError naming the
+  file (`where`) and the unknown ones."""
+  tokens = {t for t in arg.split(',') if t}
+  if tokens - known:
+    raise ValueError(f'{where}: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
+  return tokens
+
+
 def require(cond: bool, field: str, msg: str) -> None:
   if not cond:
     raise ValueError(f'config field {field!r}: {msg}')

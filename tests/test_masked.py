@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, apply_overrides, run_python
+from conftest import ROOT, apply_overrides, run_python, train_member_and_solo
 from jaxdiff import config as config_lib
 from jaxdiff import experiments, sweep
 from jaxdiff.analysis.report import report
@@ -166,11 +166,6 @@ def tiny_md4_config(cache_dir, **overrides):
   return apply_overrides(c, overrides)
 
 
-def _strip(rows):
-  timing = {'steps_per_sec', 'images_per_sec', 'elapsed_sec', 'eval_sec'}
-  return [{k: v for k, v in r.items() if k not in timing} for r in rows]
-
-
 def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_sequence_metrics(tmp_path, cache_dir):
   cfg = tiny_md4_config(cache_dir, **{'ensemble.n': (16, 32), 'seed': 2})
   ens = experiments.train(cfg, str(tmp_path / 'ens'))
@@ -181,17 +176,7 @@ def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_sequen
   rep = report([str(tmp_path / 'ens')], str(tmp_path / 'analysis'), num_bootstrap=20)   # the analysis CLI's
   assert [(r['family'], r['n'], r['dataset']) for r in rep['runs']] == [('md4', 16, 'text:pydoc'), ('md4', 32, 'text:pydoc')]
   for i, m in enumerate(exp.members(cfg)):
-    solo = experiments.train(exp.member_config(cfg, m), str(tmp_path / m.name))
-    for a, b in zip(jax.tree.leaves(ens.member_params(i, ema=False)), jax.tree.leaves(solo.state.params),
-                    strict=True):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    member_rows = _strip(read_metrics(str(tmp_path / 'ens' / m.name)))
-    solo_rows = _strip(read_metrics(str(tmp_path / m.name)))
-    assert [r['step'] for r in member_rows] == [r['step'] for r in solo_rows] == [1, 10, 20, 30, 30]
-    for a, b in zip(member_rows, solo_rows):
-      assert a.keys() == b.keys()
-      for k in b:
-        assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
+    solo_rows = train_member_and_solo(exp, cfg, ens, i, m, tmp_path)
     last = solo_rows[-1]
     assert {'f_mem', 'f_mem_lo', 'lcs_mean', 'lcs_frac', 'loss_train_w3', 'loss_test_w0', 'loss_gap_t'} <= last.keys()
     assert 'copy_chance' not in last and 'valid_1' not in last   # text has no grammar
