@@ -235,3 +235,22 @@ print('WORST', max(float(np.abs(a - b).max()) for a, b in zip(out[1], out[2])))
   assert r.returncode == 0, r.stderr[-3000:]
   worst = float(r.stdout.split('WORST')[1].split()[0])
   assert worst < 1e-5, worst
+
+
+@pytest.mark.slow
+def test_the_cpu_sweep_copies_later_for_larger_p(tmp_path):
+  """configs/text_md4.py:cpu end to end (P = 16 ... 128 as one ensemble; ~8.5 minutes on the shared 2-core CPU):
+  copies of training chunks start later for larger P, the test loss leaves the train loss later for larger P,
+  and both give a tau_mem = c P^alpha fit over the members."""
+  cfg = cpu_config()
+  ens = experiments.train(cfg, str(tmp_path))
+  members = sorted(ens.summary['members'], key=lambda m: m['n'])
+  copies = [m['tau_mem_fmem'] for m in members if m['tau_mem_fmem'] is not None]
+  gap = [m['tau_mem_loss'] for m in members]
+  assert len(copies) >= 3 and copies == sorted(copies) and len(set(copies)) == len(copies), members
+  assert None not in gap and gap == sorted(gap), members
+  copies_fit, loss_fit = ens.summary['tau_mem_fit'], ens.summary['tau_mem_loss_fit']
+  # Recorded run (bench/README.md): copies 1.96 over P = 16, 32, 64 (P = 128 copies nothing within 30k steps),
+  # loss gap 1.32 over the 4 P.
+  assert copies_fit['num_points'] >= 3 and 1.0 <= copies_fit['alpha'] <= 3.0, copies_fit
+  assert loss_fit['num_points'] == 4 and 0.9 <= loss_fit['alpha'] <= 1.8, loss_fit
