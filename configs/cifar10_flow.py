@@ -29,8 +29,8 @@ in CPU_B: tau_mem ~ N / B then collapses against the normalized step. Measured c
 ("Paper 3 on the CPU").
 """
 
-from jaxdiff.config import default_config
-from jaxdiff.sweep import config_args, product
+from jaxdiff.config import config_args, default_config
+from jaxdiff.sweep import product
 
 PAPER_N = (2048, 4096, 8192, 16384)
 PAPER_B = (16, 32, 64, 128)

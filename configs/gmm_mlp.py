@@ -47,8 +47,8 @@ Cost (bench/README.md):
   the fitted exponents of a recorded run (also the slow test in tests/test_gmm.py).
 """
 
-from jaxdiff.config import default_config
-from jaxdiff.sweep import config_args, product
+from jaxdiff.config import config_args, default_config
+from jaxdiff.sweep import product
 
 PAPER_N = (128, 256, 512, 1024, 2048, 4096)
 WIDTHS = (64, 128, 256)

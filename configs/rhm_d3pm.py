@@ -29,8 +29,7 @@ gap 0.88 [0.72, 1.10] (bench/README.md, "What the shipped configs measure").
 P = 128, 256, 512 (exponent 0.79 [0.77, 0.81]), P = 1024 not reached by 50k steps.
 """
 
-from jaxdiff.config import default_config
-from jaxdiff.sweep import config_args
+from jaxdiff.config import config_args, default_config
 
 PAPER_P = 1024
 CPU_P = (64, 128, 256, 512)

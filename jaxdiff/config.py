@@ -153,6 +153,8 @@ def default_config() -> ml_collections.ConfigDict:
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
       loss_gap_threshold=0.1,  # ... and where (loss_test_t - loss_train_t) / loss_test_t exceeds this
       loss_gap_relative=True,  # False: the absolute gap loss_test_t - loss_train_t against the threshold
+      lcs_threshold=0.5,       # 'substrings': lcs_frac = fraction of samples whose longest common substring
+                               # with the training set is >= this fraction of the sequence length
   ))
 
   # The sections of the families that own one (e.g. c.gmm, c.rf): from the experiment table.
@@ -185,6 +187,15 @@ def _check_fields(cfg: Any, ref: Any, prefix: str) -> None:
     if not ok:
       raise ValueError(f'config field {name!r} must be of type {type(default).__name__}, '
                        f'got {type(value).__name__} {value!r}')
+
+
+def config_args(arg: str, known: set[str], where: str) -> set[str]:
+  """The comma-separated tokens of a config file's argument (`--config=FILE:cpu,long`); ValueError naming the
+  file (`where`) and the unknown ones."""
+  tokens = {t for t in (arg or '').split(',') if t}
+  if tokens - known:
+    raise ValueError(f'{where}: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
+  return tokens
 
 
 def require(cond: bool, field: str, msg: str) -> None:
@@ -246,6 +257,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
   require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')
   require(0 <= e.f_mem_threshold < 1, 'eval.f_mem_threshold', f'must be in [0, 1), got {e.f_mem_threshold}')
+  require(0 < e.lcs_threshold <= 1, 'eval.lcs_threshold', f'must be in (0, 1], got {e.lcs_threshold}')
   require(t.loop in ('auto', 'device', 'host'), 'train.loop',
           f"must be 'auto', 'device' or 'host', got {t.loop!r}")
   require(t.num_milestones >= 0, 'train.num_milestones', f'must be >= 0, got {t.num_milestones}')

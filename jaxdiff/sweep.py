@@ -65,15 +65,6 @@ def product(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
   return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
-def config_args(arg: str, known: set[str], config: str) -> set[str]:
-  """The comma-separated arguments of a config file ('cpu,widths' -> {'cpu', 'widths'}); an unknown one is a
-  ValueError naming the config and the known arguments."""
-  tokens = {t for t in (arg or '').split(',') if t}
-  if tokens - known:
-    raise ValueError(f'{config}: unknown argument(s) {sorted(tokens - known)}; known: {sorted(known)}')
-  return tokens
-
-
 def split_config_path(spec: str) -> tuple[str, str | None]:
   """'configs/x.py:arg' -> ('configs/x.py', 'arg'); 'configs/x.py' -> ('configs/x.py', None)."""
   path, sep, arg = spec.partition(':')

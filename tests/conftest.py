@@ -113,6 +113,31 @@ def apply_overrides(c, overrides: dict):
   return c
 
 
+TIMING_KEYS = {'steps_per_sec', 'images_per_sec', 'elapsed_sec', 'eval_sec'}
+
+
+def train_member_and_solo(experiment, config, ensemble, i: int, m, root) -> list[dict]:
+  """Train member m (index i) of `ensemble` (trained in root/'ens') again as its solo run in root/m.name and
+  assert the two agree: the same parameters and the same metrics rows (timings aside), with the steps of a
+  30-step run with two milestones. Returns the solo run's rows."""
+  import numpy as np
+  from jaxdiff import experiments
+  from jaxdiff.io.writers import read_metrics
+  solo = experiments.train(experiment.member_config(config, m), str(root / m.name))
+  for a, b in zip(jax.tree.leaves(ensemble.member_params(i, ema=False)), jax.tree.leaves(solo.state.params),
+                  strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]   # noqa: E731
+  member_rows = strip(read_metrics(str(root / 'ens' / m.name)))
+  solo_rows = strip(read_metrics(str(root / m.name)))
+  assert [r['step'] for r in member_rows] == [r['step'] for r in solo_rows] == [1, 10, 20, 30, 30]
+  for a, b in zip(member_rows, solo_rows):
+    assert a.keys() == b.keys()
+    for k in b:
+      assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
+  return solo_rows
+
+
 @pytest.fixture
 def cache_dir(tmp_path_factory):
   """One prepared-data cache per test session."""

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import apply_overrides
+from conftest import apply_overrides, train_member_and_solo
 from jaxdiff import config as config_lib
 from jaxdiff import experiments
 from jaxdiff.analysis.report import report
@@ -104,11 +104,6 @@ def tiny_d3pm_config(**overrides):
   return apply_overrides(c, overrides)
 
 
-def _strip(rows):
-  timing = {'steps_per_sec', 'images_per_sec', 'elapsed_sec', 'eval_sec'}
-  return [{k: v for k, v in r.items() if k not in timing} for r in rows]
-
-
 def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_grammar_metrics(tmp_path):
   cfg = tiny_d3pm_config(**{'ensemble.n': (16, 32), 'seed': 3})
   ens = experiments.train(cfg, str(tmp_path / 'ens'))
@@ -119,17 +114,7 @@ def test_a_two_member_ensemble_over_p_equals_its_solo_runs_and_writes_the_gramma
   assert [(r['family'], r['n'], r['width']) for r in rep['runs']] == [('d3pm', 16, 16), ('d3pm', 32, 16)]
   assert os.path.exists(rep['files']['validity.png'])
   for i, m in enumerate(exp.members(cfg)):
-    solo = experiments.train(exp.member_config(cfg, m), str(tmp_path / m.name))
-    for a, b in zip(jax.tree.leaves(ens.member_params(i, ema=False)), jax.tree.leaves(solo.state.params),
-                    strict=True):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    member_rows = _strip(read_metrics(str(tmp_path / 'ens' / m.name)))
-    solo_rows = _strip(read_metrics(str(tmp_path / m.name)))
-    assert [r['step'] for r in member_rows] == [r['step'] for r in solo_rows] == [1, 10, 20, 30, 30]
-    for a, b in zip(member_rows, solo_rows):
-      assert a.keys() == b.keys()
-      for k in b:
-        assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
+    solo_rows = train_member_and_solo(exp, cfg, ens, i, m, tmp_path)
     last = solo_rows[-1]
     assert {'valid_1', 'valid_2', 'valid_3', 'f_mem', 'f_mem_lo', 'copy_chance', 'loss_train_w3', 'loss_test_w0',
             'loss_gap_t'} <= last.keys()

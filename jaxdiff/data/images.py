@@ -279,7 +279,7 @@ def _read_cache(cfg, split: str, count: int) -> tuple[np.ndarray, np.ndarray] | 
   return None
 
 
-def _atomic_save(path: str, array: np.ndarray) -> None:
+def atomic_save(path: str, array: np.ndarray) -> None:
   tmp = f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
   try:
     with open(tmp, 'wb') as f:
@@ -297,8 +297,8 @@ def _write_cache(cfg, split: str, images: np.ndarray, labels: np.ndarray) -> Non
   images_path, labels_path = _cache_paths(directory, _cache_prefix(cfg, split), len(images))
   try:
     os.makedirs(directory, exist_ok=True)
-    _atomic_save(labels_path, labels.astype(np.int32))
-    _atomic_save(images_path, images)  # written last: a readable images file means the pair is complete
+    atomic_save(labels_path, labels.astype(np.int32))
+    atomic_save(images_path, images)  # written last: a readable images file means the pair is complete
     logging.info('data: cached %d prepared %s %r images in %s', len(images), cfg.name, split, images_path)
   except OSError as e:
     logging.warning('data: could not write the cache %s (%s); continuing without it', images_path, e)

@@ -16,9 +16,10 @@ Registered: 'memorization' (f_mem by the ratio test), 'losses' (the loss at a fi
 training and test sets), 'quality' (FD / KID / sliced Wasserstein in a feature space), 'sliced_wasserstein'
 (between samples and test points in data space), and for families that know their data distribution exactly
 (the Gaussian mixture) 'score_error' and 'kl'; for grammar data (the D3PM family) 'validity' (valid@k per
-level), 'copies' (exact copies of training sequences, as f_mem) and 'window_losses' (the loss per window of
-diffusion time); for images 'copy_score' (paper 3's copy-detection score: samples whose SSCD or pixel features
-match a training image's with cosine similarity above 0.6). An evaluator that does not apply to a run (no test images, no
+level); for images 'copy_score' (paper 3's copy-detection score: samples whose SSCD or pixel features match a
+training image's with cosine similarity above 0.6); for token sequences (the D3PM and masked-diffusion
+families) 'copies' (exact copies of training sequences, as f_mem), 'substrings' (the longest common substring with the training set) and 'window_losses'
+(the loss per window of diffusion time). An evaluator that does not apply to a run (no test images, no
 exact distribution) declines when built. `register` adds one.
 """
 
@@ -51,6 +52,7 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     'copies': 'jaxdiff.evaluators.copies',
     'window_losses': 'jaxdiff.evaluators.window_losses',
     'copy_score': 'jaxdiff.evaluators.copy_score',
+    'substrings': 'jaxdiff.evaluators.substrings',
 }
 
 

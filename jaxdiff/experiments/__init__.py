@@ -32,6 +32,7 @@ _TABLE: dict[str, str | ModuleType | Any] = {
     'random_features': 'jaxdiff.experiments.random_features',
     'd3pm': 'jaxdiff.experiments.d3pm',
     'flow': 'jaxdiff.experiments.flow',
+    'md4': 'jaxdiff.experiments.masked',
 }
 
 MODES = ('train', 'eval')

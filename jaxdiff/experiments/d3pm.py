@@ -44,6 +44,7 @@ class D3PMFamily:
 
   def __init__(self, section: ml_collections.ConfigDict, grammar: rhm.Grammar):
     self.grammar = grammar
+    self.vocab_size = grammar.v
     self.width, self.ce_weight = section.width, section.ce_weight
     self.schedule = d3pm.uniform_schedule(grammar.v, section.num_steps, section.beta_min, section.beta_max)
     self.num_steps = section.num_steps
@@ -77,9 +78,40 @@ class D3PMFamily:
     return d3pm.loss_at(self.schedule, functools.partial(self.logits, model), x, t, key, self.ce_weight)
 
 
-def grammar_of(config: ml_collections.ConfigDict) -> rhm.Grammar:
-  g = config.d3pm.grammar
+def grammar_section() -> ml_collections.ConfigDict:
+  """The fields of an RHM grammar (a `grammar` subsection; paper 2's example), shared by the families that
+  learn grammar data."""
+  return ml_collections.ConfigDict(dict(
+      v=8,            # vocabulary per level
+      n_c=8,          # root classes
+      m=3,            # rules per symbol
+      s=2,            # branching
+      L=3,            # depth: sequences of s^L tokens
+      seed=0,         # the rules and the data draws (not config.seed: an ensemble shares the grammar)
+      distinct=True,  # train / test: distinct, disjoint sequences; False: i.i.d. trees
+  ))
+
+
+def grammar_of(config: ml_collections.ConfigDict, g: ml_collections.ConfigDict | None = None) -> rhm.Grammar:
+  """The grammar of section g (default config.d3pm.grammar)."""
+  g = config.d3pm.grammar if g is None else g
   return _grammar(g.v, g.n_c, g.m, g.s, g.L, g.seed)
+
+
+def check_grammar(config: ml_collections.ConfigDict, g: ml_collections.ConfigDict, prefix: str) -> None:
+  """ValueError naming the field when grammar section g (at `prefix`) cannot exist or has too few distinct
+  sequences for the largest P (data.n or ensemble.n) beside data.n_test."""
+  rhm.check_sizes(g.v, g.n_c, g.m, g.s, g.L, prefix=prefix)
+  if g.distinct:
+    field, p = ('ensemble.n', max(config.ensemble.n)) if config.ensemble.n else ('data.n', config.data.n)
+    limit = rhm.p_max(g.v, g.n_c, g.m, g.s, g.L) - config.data.n_test
+    require(p <= limit, field, f'P = {p} exceeds P_max - data.n_test = {limit + config.data.n_test} - '
+            f'{config.data.n_test} = {limit}, the distinct sequences left for training')
+
+
+def load_rhm(config: ml_collections.ConfigDict, g: ml_collections.ConfigDict) -> rhm.RHMData:
+  """Test set of data.n_test and training set of data.n sequences of grammar section g."""
+  return rhm.load(grammar_of(config, g), config.data.n, config.data.n_test, seed=(g.seed, 1), distinct=g.distinct)
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,15 +130,7 @@ class D3PMExperiment(NetworkExperiment):
   def default_section(self) -> ml_collections.ConfigDict:
     """Paper 2's example (SPEC section 4). Also reads data.n (P), data.n_test, optimizer.*, train.*, eval.*."""
     return ml_collections.ConfigDict(dict(
-        grammar=ml_collections.ConfigDict(dict(
-            v=8,            # vocabulary per level
-            n_c=8,          # root classes
-            m=3,            # rules per symbol
-            s=2,            # branching
-            L=3,            # depth: sequences of s^L tokens
-            seed=0,         # the rules and the data draws (not config.seed: an ensemble shares the grammar)
-            distinct=True,  # train / test: distinct, disjoint sequences; False: i.i.d. trees
-        )),
+        grammar=grammar_section(),
         width=1024,         # W of the 1-D U-Net
         num_steps=200,      # T
         beta_min=1e-3,      # beta_t linear in t = 0..T
@@ -116,8 +140,8 @@ class D3PMExperiment(NetworkExperiment):
     ))
 
   def validate(self, config: ml_collections.ConfigDict) -> None:
-    c, g = config.d3pm, config.d3pm.grammar
-    rhm.check_sizes(g.v, g.n_c, g.m, g.s, g.L, prefix='d3pm.grammar.')
+    c = config.d3pm
+    check_grammar(config, c.grammar, 'd3pm.grammar.')
     require(c.width >= 1, 'd3pm.width', f'must be >= 1, got {c.width}')
     require(c.num_steps >= 1, 'd3pm.num_steps', f'must be >= 1, got {c.num_steps}')
     require(0 < c.beta_min <= c.beta_max < 1, 'd3pm.beta_min',
@@ -125,15 +149,9 @@ class D3PMExperiment(NetworkExperiment):
     require(c.ce_weight >= 0, 'd3pm.ce_weight', f'must be >= 0, got {c.ce_weight}')
     require(1 <= c.loss_windows <= c.num_steps, 'd3pm.loss_windows',
             f'must be in [1, d3pm.num_steps = {c.num_steps}], got {c.loss_windows}')
-    if g.distinct:
-      field, p = ('ensemble.n', max(config.ensemble.n)) if config.ensemble.n else ('data.n', config.data.n)
-      limit = rhm.p_max(g.v, g.n_c, g.m, g.s, g.L) - config.data.n_test
-      require(p <= limit, field, f'P = {p} exceeds P_max - data.n_test = {limit + config.data.n_test} - '
-              f'{config.data.n_test} = {limit}, the distinct sequences left for training')
 
   def load_data(self, config: ml_collections.ConfigDict) -> rhm.RHMData:
-    g = config.d3pm.grammar
-    return rhm.load(grammar_of(config), config.data.n, config.data.n_test, seed=(g.seed, 1), distinct=g.distinct)
+    return load_rhm(config, config.d3pm.grammar)
 
   def build_family(self, config: ml_collections.ConfigDict, data: rhm.RHMData) -> D3PMFamily:
     return D3PMFamily(config.d3pm, data.grammar)
@@ -149,9 +167,9 @@ class D3PMExperiment(NetworkExperiment):
     L = config.d3pm.grammar.L
     out = []
     for m, rows in histories:
-      curves = _curves(rows, ['f_mem', 'copy_chance'] + [f'valid_{k}' for k in range(1, L + 1)])
-      validity = [(f'valid@{k}', *curves[f'valid_{k}'], '-o') for k in range(1, L + 1)]
-      copies = [('copies', *curves['f_mem'], '-o'), ('chance P/P_max x valid@L', *curves['copy_chance'], '--')]
+      per_key = curves(rows, ['f_mem', 'copy_chance'] + [f'valid_{k}' for k in range(1, L + 1)])
+      validity = [(f'valid@{k}', *per_key[f'valid_{k}'], '-o') for k in range(1, L + 1)]
+      copies = [('copies', *per_key['f_mem'], '-o'), ('chance P/P_max x valid@L', *per_key['copy_chance'], '--')]
       out.append(figures.save_curves(
           [('validity per level', 'fraction of valid subtrees', validity),
            ('exact copies of training sequences', 'fraction of samples', copies)],
@@ -159,14 +177,14 @@ class D3PMExperiment(NetworkExperiment):
     if len(histories) > 1 or not histories[0][0].solo:
       panels = []
       for key, name in [(f'valid_{k}', f'valid@{k}') for k in range(1, L + 1)] + [('f_mem', 'copies')]:
-        lines = [(f'P={m.n} s{m.seed}', *_curves(rows, [key])[key], '-') for m, rows in histories]
+        lines = [(f'P={m.n} s{m.seed}', *curves(rows, [key])[key], '-') for m, rows in histories]
         panels.append((name, 'fraction', lines))
       out.append(figures.save_curves(panels, rundir.file('validity_copies.png'),
                                      title=f'{len(histories)} members'))
     return out
 
 
-def _curves(rows, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def curves(rows, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{key: (steps, values)} of the evaluation rows that carry each key."""
   out = {}
   for key in keys:
@@ -177,4 +195,4 @@ def _curves(rows, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 EXPERIMENT = D3PMExperiment()
 
-__all__ = ['D3PMFamily', 'D3PMExperiment', 'EXPERIMENT', 'grammar_of']
+__all__ = ['D3PMFamily', 'D3PMExperiment', 'EXPERIMENT', 'check_grammar', 'curves', 'grammar_of', 'grammar_section', 'load_rhm']
