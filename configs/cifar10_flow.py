@@ -12,9 +12,11 @@ and time embedded in 512 dimensions, multipliers (1, 2, 4), 3 residual blocks pe
 64 channels at 16x16 and 8x8; jaxdiff/models/unet.py), B = 16, Adam lr 1e-4, EMA 0.9999 (evaluated),
 conditional and unguided (guidance 0), t uniform, Euler with 250 steps, 300k steps (the memorization score is
 ~0.95 there in paper 3). Each of 40 log-spaced milestones evaluates 2,000 samples: f_mem (ratio test), the
-loss at a fixed time on one batch of 16 training images and on the test set, and FD / KID / SW in Inception
+loss at a fixed time on one batch of 16 training images and on the test set, FD / KID / SW in Inception
 features against the test set and against the training set (`eval.quality_references`; pass the pytorch-fid
-weights with --config.eval.inception_weights=PATH). Not from the paper (unverified there): pixels scaled to [0, 2] and
+weights with --config.eval.inception_weights=PATH), and the copy score (`copy_score`: the fraction of samples
+with cosine similarity above 0.6 to a training image) in pixel space, or in paper 3's SSCD features with
+--config.eval.copy_features=sscd --config.eval.copy_weights=sscd_disc_mixup.torchvision.pt. Not from the paper (unverified there): pixels scaled to [0, 2] and
 centred (about [-1, 1]), dropout 0.1, GroupNorm groups 16 (any value gives the same counts). GPU/TPU work,
 not measured here; needs CIFAR-10 prepared for TFDS (README, "Data").
 
@@ -66,7 +68,12 @@ def get_config(arg: str = ''):
   c.eval.num_samples, c.eval.sample_batch_size, c.eval.features = 2000, 500, 'inception'
   c.eval.quality_references = ('test', 'train')
   c.eval.loss_train_examples = 16   # paper 3: the training loss on one batch (0: on all N)
+  # Paper 3's memorization score: the copy score in SSCD features. Pixel cosine here, so the config runs without
+  # weights; --config.eval.copy_features=sscd --config.eval.copy_weights=sscd_disc_mixup.torchvision.pt for SSCD.
+  c.eval.metrics = ('memorization', 'losses', 'quality', 'copy_score')
+  c.eval.copy_features = 'pixels'
   if 'cpu' in args:
+    c.eval.metrics = ('memorization', 'losses', 'quality')
     c.data.name, c.data.image_size, c.data.grayscale, c.data.n_test = 'digits', 8, True, 256
     c.data.scale = 1.0
     m.width, m.channel_mult, m.num_res_blocks, m.attention_resolutions = 8, (1, 2), 1, ()
