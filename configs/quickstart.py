@@ -22,7 +22,7 @@ memorizes; the analysis fits tau_mem ~ n^a (two models per n) and writes tau_gen
 results are in bench/README.md ("What the shipped configs measure").
 """
 
-from jaxdiff.config import default_config
+from jaxdiff.config import config_args, default_config
 
 
 NSWEEP_N = (8, 16, 32, 64)
@@ -30,8 +30,7 @@ NSWEEP_STEPS = 30_000
 
 
 def get_config(arg: str = ''):
-  if arg not in ('', 'nsweep'):
-    raise ValueError(f"configs/quickstart.py: unknown argument {arg!r}; known: 'nsweep'")
+  args = config_args(arg, {'nsweep'}, 'configs/quickstart.py')
   c = default_config()
   c.data.name = 'digits'
   c.data.n = 8
@@ -58,7 +57,7 @@ def get_config(arg: str = ''):
   c.eval.sample_batch_size = 128
   c.eval.grid_samples = 32
   c.eval.loss_noise_draws = 2
-  if arg == 'nsweep':
+  if 'nsweep' in args:
     c.ensemble.n = NSWEEP_N
     c.ensemble.halves = True
     c.train.num_steps = NSWEEP_STEPS
