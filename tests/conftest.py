@@ -4,10 +4,24 @@ import os
 import subprocess
 import sys
 
+
+
+def selects_slow_tests(argv) -> bool:
+  """Whether pytest's command line selects the slow tests (`-m slow`, `-m "slow and not gpu"`, `-mslow`)."""
+  for i, arg in enumerate(argv):
+    expr = argv[i + 1] if arg == '-m' and i + 1 < len(argv) else arg[2:] if arg.startswith('-m') else None
+    if expr and 'slow' in expr.split() and 'not slow' not in expr:
+      return True
+  return False
+
+
 # Tests are compile-bound (tiny models, few steps): unoptimized XLA:CPU code compiles ~40% faster and runs
-# fast enough. Set before jax is imported; subprocesses inherit it (run_python adds the device count).
+# fast enough. Set before jax is imported; subprocesses inherit it (run_python adds the device count). Not for
+# `-m slow`: those tests train for minutes, where unoptimized code runs several times slower (the quickstart
+# halves test did 75 steps in 12 minutes instead of ~4000).
 FAST_COMPILE_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
-if FAST_COMPILE_FLAGS not in os.environ.get('XLA_FLAGS', ''):  # keep a child's device count
+if (FAST_COMPILE_FLAGS not in os.environ.get('XLA_FLAGS', '')  # keep a child's device count
+    and not selects_slow_tests(sys.argv)):
   os.environ['XLA_FLAGS'] = f"{FAST_COMPILE_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -178,6 +178,9 @@ def train(config: ml_collections.ConfigDict, rundir: RunDir, trainer: Trainer, *
                      100 * step / tc.num_steps, loss_text, rate, format_duration((tc.num_steps - step) / overall))
         last_time, last_step, reset = now, step, True
       if step in milestone_set:
+        # Train steps are dispatched asynchronously: wait for them, or the evaluation's time (eval_sec) would
+        # include the training since the last milestone and steps_per_sec would leave it out.
+        jax.block_until_ready(trainer.state)
         t0 = time.perf_counter()
         rows = trainer.evaluate(step)
         if rows is not None:
@@ -186,7 +189,7 @@ def train(config: ml_collections.ConfigDict, rundir: RunDir, trainer: Trainer, *
           logging.info('%s: evaluated at step %d (%.1f s)', tag, step, time.perf_counter() - t0)
           if step == tc.num_steps and rundir.primary:
             trainer.write_figures(rundir, step)
-        last_time = time.perf_counter()  # evaluation time is not training throughput
+        last_time += time.perf_counter() - t0  # evaluation time is not training throughput
       if step in milestone_set or step % tc.checkpoint_every == 0 or step == end:
         ckpt.save(step, trainer.state, config)
     if step < end:   # stopped early: SIGTERM reached at least one process
