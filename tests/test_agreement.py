@@ -126,7 +126,7 @@ def test_halves_configs_are_checked():
 
 @pytest.mark.slow
 def test_quickstart_halves_come_closer_while_generalizing_and_drift_apart_after_tau_mem(tmp_path):
-  """configs/quickstart.py:nsweep at n = 64 digits per half (two width-8 U-Nets, 30k steps): before tau_mem
+  """configs/quickstart.py:nsweep at n = 64 digits per half (two width-8 U-Nets, 20k steps): before tau_mem
   the pair's samples from the same noise grow more alike than those of the untrained networks (rel_l2 below its
   step-1 value by 0.1: the two models learn nearly the same score), and after tau_mem, as each copies its own
   half, they drift apart again (rel_l2 at least 0.1 above that minimum at the end). The quickstart's n = 8 has
