@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 
-
 def selects_slow_tests(argv) -> bool:
   """Whether pytest's command line selects the slow tests (`-m slow`, `-m "slow and not gpu"`, `-mslow`)."""
   for i, arg in enumerate(argv):
@@ -17,8 +16,8 @@ def selects_slow_tests(argv) -> bool:
 
 # Tests are compile-bound (tiny models, few steps): unoptimized XLA:CPU code compiles ~40% faster and runs
 # fast enough. Set before jax is imported; subprocesses inherit it (run_python adds the device count). Not for
-# `-m slow`: those tests train for minutes, where unoptimized code runs several times slower (the quickstart
-# halves test did 75 steps in 12 minutes instead of ~4000).
+# `-m slow`: those tests train for minutes, where unoptimized code runs several times slower (bench/README.md,
+# "Tests").
 FAST_COMPILE_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 if (FAST_COMPILE_FLAGS not in os.environ.get('XLA_FLAGS', '')  # keep a child's device count
     and not selects_slow_tests(sys.argv)):

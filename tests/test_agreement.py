@@ -137,7 +137,7 @@ def test_quickstart_halves_come_closer_while_generalizing_and_drift_apart_after_
   config = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                                  'configs', 'quickstart.py')).get_config('nsweep')
   config.ensemble.n = (64,)
-  config.train.num_steps = 20_000   # n = 64 memorizes by ~15k steps (bench/README.md)
+  config.train.num_steps = 20_000   # past n = 64's tau_mem (bench/README.md, "U-Net n-sweep")
   summary = experiments.train(config, str(tmp_path / 'halves')).summary
   (curve,) = summary['halves']
   steps, rel, f_mem = np.asarray(curve['steps']), np.asarray(curve['rel_l2']), np.asarray(curve['f_mem'])
