@@ -10,7 +10,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxdiff import evaluators, experiments
+from jaxdiff import evaluators, experiments, timescales
 
 OPTIMIZERS = ('sgd', 'adam')
 CENTERINGS = ('pixel', 'image', 'none')
@@ -93,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
       eps=1e-8,
       grad_clip=0.0,       # > 0: clip the global gradient norm
       ema_decay=0.0,       # > 0: keep an exponential moving average of the parameters
+      ema_debias=False,    # True: bias-corrected average (the initial weights' share removed, as in Adam)
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -149,7 +150,9 @@ def default_config() -> ml_collections.ConfigDict:
       kid_subset_size=1000,
       quality_references=('test',),  # 'quality' against 'test' (fd_<features>, ...) and/or 'train' (the
                                # training set: fd_train_<features>, ...; paper 3 reports both)
-      tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality
+      tau_gen_rel_tol=0.1,     # tau_gen: first milestone within 10% of the best quality ...
+      tau_gen_reference='best',  # ... of the best value ('best'), or of the drop from the first evaluation to
+                               # the best ('drop': for quality metrics estimated from few samples)
       f_mem_threshold=0.0,     # tau_mem: first milestone where the lower bound of f_mem exceeds this
       loss_gap_threshold=0.1,  # ... and where (loss_test_t - loss_train_t) / loss_test_t exceeds this
       loss_gap_relative=True,  # False: the absolute gap loss_test_t - loss_train_t against the threshold
@@ -256,6 +259,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   require(e.num_reference >= 0, 'eval.num_reference', f'must be >= 0, got {e.num_reference}')
   require(e.num_reference_sets >= 1, 'eval.num_reference_sets', f'must be >= 1, got {e.num_reference_sets}')
   require(0 < e.tau_gen_rel_tol, 'eval.tau_gen_rel_tol', f'must be positive, got {e.tau_gen_rel_tol}')
+  require(e.tau_gen_reference in timescales.QUALITY_REFERENCES, 'eval.tau_gen_reference',
+          f'must be one of {timescales.QUALITY_REFERENCES}, got {e.tau_gen_reference!r}')
   require(0 <= e.f_mem_threshold < 1, 'eval.f_mem_threshold', f'must be in [0, 1), got {e.f_mem_threshold}')
   require(0 < e.lcs_threshold <= 1, 'eval.lcs_threshold', f'must be in (0, 1], got {e.lcs_threshold}')
   require(t.loop in ('auto', 'device', 'host'), 'train.loop',

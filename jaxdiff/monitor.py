@@ -122,6 +122,7 @@ class _EvalThresholds:
     self.f_mem_threshold, self.loss_gap_threshold = f_mem_threshold, loss_gap_threshold
     self.loss_gap_relative = loss_gap_relative
     self.tau_gen_rel_tol = timescales.QUALITY_REL_TOL
+    self.tau_gen_reference = 'best'
 
 
 def predict_tau_mem(pilots: Sequence[tuple[float, float]], n: float, *, level: float = 0.95) -> dict[str, Any]:

@@ -5,7 +5,8 @@ in log(time). These are host-side functions of small NumPy arrays (one value per
 training, on `metrics.jsonl`, and write what goes into `<workdir>/summary.json`.
 
 - tau_gen: the first time the quality metric (FID, KID, SW, ...) is within a relative tolerance of its best
-  value over the run.
+  value over the run (reference 'best'), or has made all but that fraction of its improvement from the first
+  evaluation to the best (reference 'drop': for small-sample metrics whose plateau sits near their noise floor).
 - tau_mem: the first time the lower 95% bootstrap bound of f_mem exceeds a threshold, and separately the
   first time the loss gap L_test - L_train at fixed diffusion time exceeds a threshold.
 - `fit_power_law`: tau_mem = c n^alpha across runs, with an interval on alpha (paper 1: alpha ~ 1);
@@ -25,6 +26,7 @@ import numpy as np
 F_MEM_THRESHOLD = 0.05      # on the lower bootstrap bound of f_mem
 LOSS_GAP_THRESHOLD = 0.01   # on L_test - L_train at t_OU = 0.01 (per-pixel epsilon MSE units)
 QUALITY_REL_TOL = 0.1       # tau_gen: within 10% of the best quality
+QUALITY_REFERENCES = ('best', 'drop')  # what QUALITY_REL_TOL is relative to (see `tau_gen`)
 
 
 def _as_curve(times, values, *, log_time: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -85,19 +87,28 @@ def first_crossing(times: Sequence[float] | np.ndarray, values: Sequence[float] 
 
 def tau_gen(times: Sequence[float] | np.ndarray, quality: Sequence[float] | np.ndarray, *,
             rel_tol: float = QUALITY_REL_TOL, lower_is_better: bool = True,
-            log_time: bool = True) -> float | None:
-  """First time quality is within `rel_tol` (relative) of its best value, interpolated in log time.
+            log_time: bool = True, reference: str = 'best') -> float | None:
+  """First time quality is within `rel_tol` of its best value, interpolated in log time.
 
-  Lower is better (FID, KID, SW): the level is best + rel_tol |best|; higher is better: best - rel_tol |best|.
+  reference 'best': the tolerance is relative to the best value, level = best + rel_tol |best| (lower is better:
+  FID, KID, SW; higher is better: best - rel_tol |best|). reference 'drop': relative to the improvement from
+  the first valid value q0 to the best, level = best + rel_tol (q0 - best): the time the curve has made a
+  fraction 1 - rel_tol of its drop. 'best' reads a plateau that a well-estimated metric approaches slowly;
+  with a metric estimated from few samples its plateau is mostly estimation noise and bias, 10% of it is
+  within the noise, and 'best' picks whichever milestone the noise favoured, while 'drop' still reads when
+  the samples became good.
   None if the quality curve has no valid (non-NaN) point.
   """
   if rel_tol < 0:
     raise ValueError(f'rel_tol must be >= 0, got {rel_tol}')
+  if reference not in QUALITY_REFERENCES:
+    raise ValueError(f'reference must be one of {QUALITY_REFERENCES}, got {reference!r}')
   _, q = _as_curve(times, quality, log_time=log_time)
   if q.size == 0:
     return None
   best = float(q.min() if lower_is_better else q.max())
-  level = best + rel_tol * abs(best) if lower_is_better else best - rel_tol * abs(best)
+  scale = abs(best) if reference == 'best' else abs(float(q[0]) - best)
+  level = best + rel_tol * scale if lower_is_better else best - rel_tol * scale
   return first_crossing(times, quality, level, above=not lower_is_better, log_time=log_time,
                         inclusive=True)
 
@@ -140,7 +151,7 @@ def _column(rows: Sequence[Mapping[str, Any]], time_key: str, key: str) -> tuple
 
 
 def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, time_key: str = 'step',
-              lower_is_better: bool = True, rel_tol: float = QUALITY_REL_TOL,
+              lower_is_better: bool = True, rel_tol: float = QUALITY_REL_TOL, quality_reference: str = 'best',
               f_mem_key: str = 'f_mem', f_mem_lo_key: str = 'f_mem_lo', f_mem_hi_key: str = 'f_mem_hi',
               loss_train_key: str = 'loss_train_t', loss_test_key: str = 'loss_test_t',
               f_mem_threshold: float = F_MEM_THRESHOLD,
@@ -151,12 +162,14 @@ def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, 
     history: rows of metrics.jsonl (dicts with `time_key` and any metric keys); rows without a given metric
       (e.g. training-loss rows) are ignored for that metric. Times <= 0 are dropped (log-time interpolation).
     quality_key: the quality metric for tau_gen (e.g. 'fid_pixels'); None to skip tau_gen.
+    rel_tol, quality_reference: tau_gen's tolerance and what it is relative to (`tau_gen`).
 
   Returns:
     A JSON-serialisable dict (None for anything not found).
   """
   rows = list(history)
   summary: dict[str, Any] = {'time_key': time_key, 'quality_key': quality_key, 'quality_rel_tol': float(rel_tol),
+                             'quality_reference': quality_reference,
                              'quality_lower_is_better': bool(lower_is_better), 'tau_gen': None,
                              'quality_best': None, 'quality_best_time': None}
   if quality_key is not None:
@@ -164,7 +177,8 @@ def summarize(history: Sequence[Mapping[str, Any]], *, quality_key: str | None, 
     finite = ~np.isnan(q)
     if finite.any():
       i = int(np.nanargmin(q) if lower_is_better else np.nanargmax(q))
-      summary.update(tau_gen=tau_gen(t, q, rel_tol=rel_tol, lower_is_better=lower_is_better),
+      summary.update(tau_gen=tau_gen(t, q, rel_tol=rel_tol, lower_is_better=lower_is_better,
+                                     reference=quality_reference),
                      quality_best=float(q[i]), quality_best_time=float(t[i]))
 
   t_lo, lo = _column(rows, time_key, f_mem_lo_key)
@@ -323,6 +337,7 @@ def run_summary(history: Sequence[Mapping[str, Any]], eval_config, quality_key: 
   width, seed, batch_size, learning_rate, optimizer, num_params, ...)."""
   ec = eval_config
   summary = summarize(history, quality_key=quality_key, rel_tol=ec.tau_gen_rel_tol,
+                      quality_reference=ec.tau_gen_reference,
                       f_mem_threshold=ec.f_mem_threshold, loss_gap_threshold=ec.loss_gap_threshold,
                       loss_gap_relative=ec.loss_gap_relative)
   summary.update(info)

@@ -126,6 +126,32 @@ def test_cli_writes_tables_and_figures(sweep_dir, tmp_path):
   assert bad.returncode == 2 and 'no run directories' in bad.stderr
 
 
+def test_recomputing_tau_gen_keeps_the_thresholds_the_run_recorded(tmp_path):
+  """`--quality_key` / `--tau_gen_reference` recompute tau_gen only: tau_mem stays what the run's own
+  thresholds gave (here f_mem's lower bound > 0 and the relative loss gap, not the library defaults)."""
+  from jaxdiff import timescales
+  wd = str(tmp_path / 'run')
+  _write_run(wd, n=64, width=8, seed=0, tau_mem=3000.0, tau_gen=500.0, steps=60_000, summary=False)
+  rows = analysis.load_run(wd).history
+  recorded = timescales.summarize(rows, quality_key='fd', f_mem_threshold=0.0, loss_gap_threshold=0.5,
+                                  loss_gap_relative=True, rel_tol=0.3)
+  assert recorded['tau_mem_fmem'] != timescales.summarize(rows, quality_key='fd')['tau_mem_fmem']
+  with open(os.path.join(wd, 'summary.json'), 'w') as f:
+    json.dump({**recorded, 'n': 64}, f)
+  for kw in ({'quality_key': 'fd'}, {'quality_reference': 'drop'}):
+    s = analysis.load_run(wd, **kw).summary
+    for key in ('tau_mem_fmem', 'tau_mem_loss', 'f_mem_threshold', 'loss_gap_relative', 'quality_rel_tol'):
+      assert s[key] == recorded[key], (kw, key)
+  drop = analysis.load_run(wd, quality_reference='drop').summary
+  t, q = analysis.load_run(wd).curve('fd')
+  assert drop['quality_reference'] == 'drop'
+  assert drop['tau_gen'] == pytest.approx(timescales.tau_gen(t, q, rel_tol=0.3, reference='drop'))
+  assert drop['tau_gen'] < recorded['tau_gen']       # q falls from 20 (1 + 2500) to 20: 30% of that comes early
+  out = report([wd], str(tmp_path / 'out'), figures=False, num_bootstrap=50, tau_gen_reference='drop',
+               tau_gen_rel_tol=0.1)
+  assert out['runs'][0]['tau_gen'] == pytest.approx(timescales.tau_gen(t, q, rel_tol=0.1, reference='drop'))
+
+
 @pytest.mark.parametrize('order', [(0, 1), (1, 0)])
 def test_phase_diagram_counts_every_seed_of_an_n_whatever_their_order(order):
   """n* is the smallest n from which on no run memorized: a memorized seed at n = 64 rules 64 out, whichever of

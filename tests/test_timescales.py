@@ -64,6 +64,35 @@ def test_tau_gen_finds_the_plateau():
   assert timescales.tau_gen(TIMES, np.where(TIMES > 1e5, fid * 1.5, fid), rel_tol=0.1) == pytest.approx(got)
 
 
+def test_tau_gen_drop_reference_reads_the_drop_not_the_noise_on_the_plateau():
+  """A small-sample FD: the curve falls from 300 to a plateau of 2 at tau, where estimation noise of +-0.3
+  (15%) sits; its lowest noisy value comes late. 'best' (10% of 2 = 0.2) lands on that late milestone,
+  'drop' (10% of the 298 drop) on the fall itself, and with no noise both read the same break."""
+  tau = 1e3
+  clean = np.where(TIMES < tau, 2.0 + 298.0 * (1 - np.log(TIMES / TIMES[0]) / np.log(tau / TIMES[0])), 2.0)
+  noise = 0.3 * np.sin(7.0 * np.arange(TIMES.size))
+  late = TIMES.size - 3
+  noise[late] = -0.5                                  # the noise's lowest point, long after the fall
+  noisy = clean + np.where(TIMES >= tau, noise, 0.0)
+  # 10% of the drop: level 2 - 0.5 + 0.1 x (300 - 1.5), first reached on the linear-in-log fall.
+  level = 1.5 + 0.1 * (300.0 - 1.5)
+  drop = timescales.tau_gen(TIMES, noisy, rel_tol=0.1, reference='drop')
+  frac = (300.0 - level) / 298.0                      # where the fall crosses the level, in log time
+  assert drop == pytest.approx(TIMES[0] * (tau / TIMES[0]) ** frac, rel=0.05)
+  assert TIMES[late - 1] < timescales.tau_gen(TIMES, noisy, rel_tol=0.1) <= TIMES[late]
+  # Clean curve with rel_tol 0: both references read the first plateau milestone.
+  for ref in ('best', 'drop'):
+    assert timescales.tau_gen(TIMES, clean, rel_tol=0.0, reference=ref) == pytest.approx(TIMES[TIMES >= tau][0])
+  # Higher is better mirrors it; an unknown reference is refused by name.
+  assert timescales.tau_gen(TIMES, -noisy, rel_tol=0.1, reference='drop', lower_is_better=False) == \
+      pytest.approx(drop)
+  with pytest.raises(ValueError, match="reference must be one of .*'plateau'"):
+    timescales.tau_gen(TIMES, clean, reference='plateau')
+  s = timescales.summarize([{'step': float(t), 'fd': float(q)} for t, q in zip(TIMES, noisy)], quality_key='fd',
+                           quality_reference='drop')
+  assert s['tau_gen'] == pytest.approx(drop) and s['quality_reference'] == 'drop'
+
+
 def _fmem_curves(tau_mem, tau_loss):
   f = np.clip(0.5 * np.log10(TIMES / tau_mem), 0, 1)  # leaves zero at tau_mem, linear in log t
   gap = np.clip(0.02 * np.log10(TIMES / tau_loss), 0, None)

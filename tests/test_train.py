@@ -170,3 +170,35 @@ assert worst < 1e-5 * max(moved, 1.0), (worst, moved)
   r = run_python(code, devices=8, env={'PYTHONPATH': os.path.join(ROOT, 'tests')})
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert 'WORST' in r.stdout
+
+
+def test_debiased_moving_average_is_optax_debiased_ema_of_the_trained_parameters():
+  """optimizer.ema_debias: after k steps the average is optax.ema(debias=True) of the k trained parameter
+  vectors (no share of the initial weights); without it, the initial weights keep decay^k of the average."""
+  import jax.numpy as jnp
+  import optax
+  from jaxdiff.train.steps import init_state, train_step
+
+  def loss_fn(params, batch, weight, key):
+    del key
+    return jnp.sum(weight * jnp.sum((batch['x'] - params['w']) ** 2, -1)) / jnp.sum(weight)
+
+  data = {'x': jnp.arange(12.0).reshape(4, 3)}
+  tx = optax.sgd(0.1)
+  decay, k = 0.9, 7
+  for debias in (True, False):
+    state = init_state(lambda key: {'w': jax.random.normal(key, (3,))}, tx, jax.random.key_data(jax.random.key(0)),
+                       ema=True)
+    w0 = state.params['w']
+    reference = optax.ema(decay, debias=True)
+    ref_state = reference.init(state.params)
+    biased = w0
+    for _ in range(k):
+      state = train_step(state, data, None, loss_fn=loss_fn, tx=tx, batch_size=2, ema_decay=decay,
+                         ema_debias=debias)
+      avg, ref_state = reference.update(state.params, ref_state)
+      biased = decay * biased + (1 - decay) * state.params['w']
+    want = avg['w'] if debias else biased
+    np.testing.assert_allclose(state.ema_params['w'], want, rtol=1e-5, atol=1e-6)
+    if debias:   # the first update puts the average at the first trained parameters
+      assert not np.allclose(state.ema_params['w'], biased, rtol=1e-3)

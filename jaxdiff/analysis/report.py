@@ -71,15 +71,19 @@ def _fit_rows(fits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None, num_bootstrap: int = 2000,
            level: float = 0.95, figures: bool = True, reference: Mapping[str, float] | None = None,
-           seed: int = 0) -> dict[str, Any]:
+           seed: int = 0, tau_gen_rel_tol: float | None = None,
+           tau_gen_reference: str | None = None) -> dict[str, Any]:
   """Read the runs at or below `workdirs` and write the tables and figures into `out`.
 
-  quality_key: recompute tau_gen from this metric for every run. reference: {'n', 'batch_size',
+  quality_key: recompute tau_gen from this metric for every run; tau_gen_rel_tol, tau_gen_reference: ... with
+  this tolerance and reference (`timescales.tau_gen`; None: as each run recorded them). reference: {'n', 'batch_size',
   'learning_rate'} of the normalized step (default: the smallest values among the runs).
   Returns {'runs': table rows, 'fits': fit dicts, 'phase': phase rows, 'files': {name: path},
   'markdown': the Markdown report}.
   """
-  runs = load_runs(workdirs, quality_key=quality_key)
+  recompute = {k: v for k, v in (('rel_tol', tau_gen_rel_tol), ('quality_reference', tau_gen_reference))
+               if v is not None}
+  runs = load_runs(workdirs, quality_key=quality_key, **recompute)
   if not runs:
     raise ValueError(f'no run directories (with metrics.jsonl) at or below {list(workdirs)}')
   os.makedirs(out, exist_ok=True)

@@ -124,17 +124,27 @@ def _guess_quality_key(history: Sequence[dict[str, Any]]) -> str | None:
   return next((k for k in QUALITY_KEYS if k in keys), None)
 
 
+# `timescales.summarize` keyword -> the summary.json key that records the value a run used.
+_RECORDED_SETTINGS = {'time_key': 'time_key', 'rel_tol': 'quality_rel_tol', 'quality_reference': 'quality_reference',
+                      'lower_is_better': 'quality_lower_is_better', 'f_mem_threshold': 'f_mem_threshold',
+                      'loss_gap_threshold': 'loss_gap_threshold', 'loss_gap_relative': 'loss_gap_relative'}
+
+
 def load_run(workdir: str, name: str | None = None, *, quality_key: str | None = None,
              **summarize_kw) -> Run:
-  """Read one run directory. quality_key / summarize_kw: recompute the timescales with these settings
-  (otherwise summary.json is used as written, or computed with the defaults when absent)."""
+  """Read one run directory. quality_key / summarize_kw (`timescales.summarize`'s keywords): recompute the
+  timescales with these settings, the others as summary.json recorded them (otherwise summary.json is used
+  as written, or computed with the defaults when absent)."""
   history = read_metrics(workdir)
   summary = _read_json(os.path.join(workdir, SUMMARY_FILE))
   config = _read_json(os.path.join(workdir, CONFIG_FILE))
   finished = summary is not None
   if summary is None or quality_key is not None or summarize_kw:
     qk = quality_key or (summary or {}).get('quality_key') or _guess_quality_key(history)
-    fresh = timescales.summarize(history, quality_key=qk, **summarize_kw)
+    kw = {arg: summary[key] for arg, key in _RECORDED_SETTINGS.items() if summary and summary.get(key) is not None}
+    if quality_key is not None and quality_key != (summary or {}).get('quality_key'):
+      kw.pop('lower_is_better', None)   # recorded for another metric
+    fresh = timescales.summarize(history, quality_key=qk, **{**kw, **summarize_kw})
     summary = {**(summary or {}), **fresh}
   return Run(workdir=workdir, name=name or os.path.basename(os.path.normpath(workdir)),
              info=run_info(config, summary), history=history, summary=summary, finished=finished)

@@ -396,6 +396,7 @@ class SoloTrainer(NetworkTrainer):
     self.data = distributed.put({'x': np.asarray(data.train), 'y': np.asarray(data.train_labels, np.int32)}, rep)
     self.chunk = make_train_chunk(loss_fn=self.loss_fn, tx=self.tx, batch_size=self.batch_size,
                                   loop=config.train.loop, ema_decay=config.optimizer.ema_decay,
+                                  ema_debias=config.optimizer.ema_debias,
                                   compiler_options=self.compiler_options, mesh=mesh, shardings=shardings)
     logging.info('%s: %.3fM parameters; data: %s n=%d %s; mesh %s; batch %d', config.family,
                  self.num_params / 1e6, data.name, data.train.shape[0], data.train.shape[1:], dict(mesh.shape),
@@ -427,6 +428,7 @@ class EnsembleTrainer(NetworkTrainer):
     self.state = jax.device_put(state, state_sharding(state, mesh))
     self.chunk = make_train_chunk(loss_fn=self.loss_fn, tx=self.tx, batch_size=self.batch_size,
                                   loop=resolve_loop(config.train.loop), ema_decay=config.optimizer.ema_decay,
+                                  ema_debias=config.optimizer.ema_debias,
                                   compiler_options=self.compiler_options)
     logging.info('%s: ensemble of %d members (n = %s, seeds %s), %d parameters each, batch min(n, %d), mesh %s',
                  config.family, len(members), sorted({m.n for m in members}), sorted({m.seed for m in members}),

@@ -187,9 +187,14 @@ def init_state(init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransforma
 
 def train_step(state: TrainState, data: dict[str, jax.Array], sizes: jax.Array | None, *, loss_fn: LossFn,
                tx: optax.GradientTransformation, batch_size: int, ema_decay: float = 0.0,
-               batch_sharding: NamedSharding | None = None) -> TrainState:
+               ema_debias: bool = False, batch_sharding: NamedSharding | None = None) -> TrainState:
   """One step of a solo run (sizes None; data {k: [n, ...]}) or of every member of an ensemble (sizes [E];
-  data {k: [E, n_max, ...]}: a vmap of `member_step`). Then the moving average and the loss sums."""
+  data {k: [E, n_max, ...]}: a vmap of `member_step`). Then the moving average and the loss sums.
+
+  The moving average starts at the initial parameters. ema_debias: weigh the k-th update by
+  (1 - decay) / (1 - decay^k) instead of 1 - decay, which is the bias-corrected average of the trained
+  parameters alone (Adam's correction; optax.ema(debias=True) computes the same from a zero start): the
+  first ~1 / (1 - decay) steps' averages no longer carry a seed-dependent share of the initial weights."""
   if sizes is None:
     n_max = jax.tree.leaves(data)[0].shape[0]
     params, opt_state, loss = member_step(state.params, state.opt_state, state.rng, data, jnp.int32(n_max),
@@ -202,7 +207,10 @@ def train_step(state: TrainState, data: dict[str, jax.Array], sizes: jax.Array |
         state.params, state.opt_state, state.rng, data, sizes, state.step)
   ema_params = state.ema_params
   if ema_params is not None:
-    ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
+    rate = 1.0 - ema_decay
+    if ema_debias:
+      rate = rate / (1.0 - jnp.power(jnp.float32(ema_decay), (state.step + 1).astype(jnp.float32)))
+    ema_params = optax.incremental_update(params, ema_params, rate)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params,
                        loss_sum=state.loss_sum + loss, loss_count=state.loss_count + 1)
 
@@ -239,8 +247,8 @@ def resolve_loop(loop: str) -> str:
 
 
 def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch_size: int,
-                     loop: str = 'device', ema_decay: float = 0.0, compiler_options: dict | None = None,
-                     mesh: Mesh | None = None, shardings: Any = None):
+                     loop: str = 'device', ema_decay: float = 0.0, ema_debias: bool = False,
+                     compiler_options: dict | None = None, mesh: Mesh | None = None, shardings: Any = None):
   """`chunk(state, data, sizes, num_steps, reset) -> state`: num_steps steps (`train_step`).
 
   sizes: None for a solo run, [E] for an ensemble. reset: zero the loss accumulators first (the previous
@@ -253,7 +261,7 @@ def make_train_chunk(*, loss_fn: LossFn, tx: optax.GradientTransformation, batch
   """
   batch_sharding = sharding.batch_sharded(mesh) if mesh is not None else None
   step = functools.partial(train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
-                           batch_sharding=batch_sharding)
+                           ema_debias=ema_debias, batch_sharding=batch_sharding)
   out = {} if shardings is None else {'out_shardings': shardings}
 
   def reset_sums(state, reset):
