@@ -180,7 +180,7 @@ def normalized_curves(runs: Sequence[Run], rows: Sequence[Mapping[str, Any]], pa
   for ax in axes:
     ax.set_xscale('log')
     ax.set_xlabel('T = tau (N_min/N)(B/B_min)(lr/lr_min)')
-    if 0 < len(runs) <= 12:
+    if 0 < len(runs) <= 12 and ax.get_legend_handles_labels()[0]:   # runs without a curve here draw nothing
       ax.legend(fontsize=6)
   return save_figure(fig, path)
 
