@@ -18,8 +18,8 @@ The U-Net law at small scale (paper 1's tau_mem ~ n, tau_gen flat in n) with the
 trains one vectorized ensemble over n in `NSWEEP_N` (16 ... 128, paper 1's law needs n large enough that
 tau_gen < tau_mem), each n as a disjoint-halves pair (two models on disjoint digits, independent seeds, sampled
 from the same noise: their agreement is recorded at every milestone, see jaxdiff/metrics/agreement.py), for
-`NSWEEP_STEPS` steps with the quickstart's batch of 8; 41 log-spaced milestones (x1.3 apart beyond step 100)
-resolve tau_mem to 30%. Samples come from the debiased EMA and tau_gen is read from the FD's drop (below). The analysis fits tau_mem ~ n^a (two models per n) and
+`NSWEEP_STEPS` steps with the quickstart's batch of 8 (every member memorizes by then in the measured run);
+41 log-spaced milestones (x1.3 apart beyond step 100) resolve tau_mem to 30%. Samples come from the debiased EMA and tau_gen is read from the FD's drop (below). The analysis fits tau_mem ~ n^a (two models per n) and
 writes tau_gen beside it. Its cost and results are in bench/README.md ("What the shipped configs measure").
 """
 
