@@ -19,7 +19,8 @@ trains one vectorized ensemble over n in `NSWEEP_N` (16 ... 128, paper 1's law n
 tau_gen < tau_mem), each n as a disjoint-halves pair (two models on disjoint digits, independent seeds, sampled
 from the same noise: their agreement is recorded at every milestone, see jaxdiff/metrics/agreement.py), for
 `NSWEEP_STEPS` steps with the quickstart's batch of 8 (every member memorizes by then in the measured run);
-41 log-spaced milestones (x1.3 apart beyond step 100) resolve tau_mem to 30%. Samples come from the debiased EMA and tau_gen is read from the FD's drop (below). The analysis fits tau_mem ~ n^a (two models per n) and
+41 log-spaced milestones (x1.3 apart beyond step 100) resolve tau_mem to 30%. Samples come from the debiased
+EMA and tau_gen is read from the FD's drop (below). The analysis fits tau_mem ~ n^a (two models per n) and
 writes tau_gen beside it. Its cost and results are in bench/README.md ("What the shipped configs measure").
 """
 
@@ -63,9 +64,8 @@ def get_config(arg: str = ''):
     c.ensemble.halves = True
     c.train.num_steps = NSWEEP_STEPS
     c.train.num_milestones = 41   # x1.3 apart beyond step 100: tau_mem resolved to 30%
-    # The average starts at the initial weights; undebiased, its first ~3000 steps carry a share of them that
-    # depends on the seed (one seed's samples stayed poor for 3000 steps at every n, the other's were good by
-    # 1000), which set tau_gen more than training did.
+    # The average starts at the initial weights; undebiased, its first few thousand steps carry a share of them
+    # that depends on the seed and set tau_gen more than training did (bench/README.md, the n-sweep runs).
     c.optimizer.ema_debias = True
     # FD from a few hundred samples: its plateau is mostly estimation noise, so tau_gen is read when the FD has
     # made 90% of its drop from the first evaluation, not when it is within 10% of its noisy minimum.

@@ -131,10 +131,11 @@ def test_quickstart_halves_come_closer_while_generalizing_and_drift_apart_after_
   same noise are more alike than those of the untrained networks (rel_l2 below its step-1 value by 0.1: the two
   models learn nearly the same score), and after tau_mem, as each copies its own half, they drift apart again
   (rel_l2 at least 0.1 above the window's minimum at the end). (Undertrained models, before tau_gen, give
-  nearly the same smooth images from the same noise: that earlier minimum says nothing about the score.) The quickstart's n = 8 has
-  no such window (its f_mem rises before rel_l2 falls below the untrained value; bench/README.md). The ratio-test
-  agreement of these tiny models stays near 0 throughout: the window shows in rel_l2, not in exact agreement.
-  Run with `python -m pytest -m slow tests/test_agreement.py`; its time and curves: bench/README.md."""
+  nearly the same smooth images from the same noise: that earlier minimum says nothing about the score.) The
+  quickstart's n = 8 has no such window (its f_mem rises before rel_l2 falls below the untrained value;
+  bench/README.md). The ratio-test agreement of these tiny models stays near 0 throughout: the window shows in
+  rel_l2, not in exact agreement. Run with `python -m pytest -m slow tests/test_agreement.py`; its time and
+  curves: bench/README.md."""
   from jaxdiff import sweep
   config = sweep.load_config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                                  'configs', 'quickstart.py')).get_config('nsweep')
