@@ -114,7 +114,7 @@ def test_cli_writes_tables_and_figures(sweep_dir, tmp_path):
                          os.path.join(sweep_dir, 'w32'), '--out', out, '--bootstrap', '200'],
                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert proc.returncode == 0, proc.stderr
-  for name in ('runs.csv', 'runs.md', 'fits.csv', 'phase.csv', 'summary.json', 'tau_vs_n.png',
+  for name in ('runs.csv', 'runs.md', 'fits.csv', 'local_exponents.csv', 'phase.csv', 'summary.json', 'tau_vs_n.png',
                'collapse_fmem.png', 'collapse_quality.png', 'collapse_losses.png', 'normalized.png', 'phase.png'):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   with open(os.path.join(out, 'runs.csv')) as f:
@@ -124,6 +124,28 @@ def test_cli_writes_tables_and_figures(sweep_dir, tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'jaxdiff.analysis', '--workdirs', out, '--out', out],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and 'no run directories' in bad.stderr
+
+
+def test_local_exponents_follow_tau_mem_towards_capacity_and_count_runs_that_never_memorized():
+  """tau_mem = c n / (1 - n / n*) with n* = 256: the exponent between consecutive n is (log of) the exact ratio,
+  rising from ~1 towards n*; a run that never memorized is counted and left out of the mean; a linear law
+  gives 1 everywhere; different widths are separate groups."""
+  def row(n, tau, width=8, seed=0):
+    return {'family': 'ddpm', 'dataset': 'digits', 'optimizer': 'adam', 'learning_rate': 1e-3, 'width': width,
+            'batch_config': 8, 'batch_size': 8, 'n': n, 'seed': seed, 'tau_mem_fmem': tau, 'tau_mem_loss': None}
+  law = lambda n: 10.0 * n / (1 - n / 256)
+  rows = [row(n, law(n) * f, seed=s) for n in (16, 32, 64, 128) for s, f in enumerate((1.1, 1 / 1.1))]
+  rows += [row(128, None, seed=2)] + [row(n, 5.0 * n, width=16) for n in (16, 32, 64)]
+  got = fits.local_exponents(rows)
+  assert all(r['y'] == 'tau_mem_fmem' for r in got)            # no loss-gap tau anywhere: no rows
+  narrow = [r for r in got if r['group']['width'] == 8]
+  assert [(r['n_a'], r['n_b']) for r in narrow] == [(16, 32), (32, 64), (64, 128)]
+  for r in narrow:                                              # the seeds' factors cancel in the geometric mean
+    assert r['exponent'] == pytest.approx(math.log(law(r['n_b']) / law(r['n_a'])) / math.log(2), rel=1e-9)
+  assert narrow[0]['exponent'] < narrow[1]['exponent'] < narrow[2]['exponent'] and narrow[2]['exponent'] > 1.5
+  assert (narrow[2]['reached_b'], narrow[2]['runs_b'], narrow[2]['reached_a']) == (2, 3, 2)
+  wide = [r for r in got if r['group']['width'] == 16]
+  assert [r['exponent'] for r in wide] == pytest.approx([1.0, 1.0])
 
 
 def test_recomputing_tau_gen_keeps_the_thresholds_the_run_recorded(tmp_path):

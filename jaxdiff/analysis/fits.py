@@ -6,6 +6,9 @@
   tau_gen ~ 1/W and independent of n.
 - `phase_diagram`: for each model size p, the smallest n whose run has not memorized (f_mem still 0: the
   time is below tau_mem) at tau in {tau_gen, 3 tau_gen, 8 tau_gen} (paper 1, Fig. 4 / SPEC section 1).
+- `local_exponents`: d log tau_mem / d log n between consecutive n (geometric means over seeds): the law holds
+  where it is ~1 at every step; it rises with n as n approaches the model's capacity n*(p) (paper 1: above
+  n*(p) a model never memorizes), which a single power-law fit over the whole range averages away.
 - `normalized_step`: T = tau (N_min / N)(B / B_min)(lr / lr_min) (paper 3; the references default to the
   smallest n, batch and learning rate among the runs analysed, paper 3 uses 2048, 16, 1e-5).
 - `memorization_rate`: the slope of the memorization score after tau_mem, per decade of training time (so the
@@ -106,6 +109,32 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
   for group, subset in group_rows(rows, keys + ['width']).items():
     add('tau_gen', ['n'], keys + ['width'], group, subset)
   return fits
+
+
+def local_exponents(rows: Sequence[Mapping[str, Any]],
+                    y_keys: Sequence[str] = ('tau_mem_fmem', 'tau_mem_loss')) -> list[dict[str, Any]]:
+  """For each group of `scaling_fits`' fits against n and each pair of consecutive n in it: log(tau_b / tau_a) /
+  log(n_b / n_a) with tau the geometric mean over the runs that reached it. Each row also counts the runs at
+  both ends and how many of them reached tau ('reached_a' of 'runs_a', ...): where some did not (the run ended
+  first), that end's tau is a lower bound. Pairs where one end has no run with tau are skipped."""
+  keys = [k for k in FIT_GROUP_KEYS if k != 'batch_size'] + ['width', 'batch_config']
+  out = []
+  for y_key in y_keys:
+    for group, subset in group_rows(rows, keys).items():
+      runs: dict[float, list] = {}
+      for r in subset:
+        if r.get('n') is not None:
+          runs.setdefault(r['n'], []).append(r.get(y_key))
+      reached = {n: [float(v) for v in vals if v is not None and np.isfinite(v) and v > 0]
+                 for n, vals in runs.items()}
+      ns = sorted(n for n in runs if reached[n])
+      for a, b in zip(ns, ns[1:]):
+        tau_a, tau_b = (float(np.exp(np.mean(np.log(reached[n])))) for n in (a, b))
+        out.append({'y': y_key, 'group': dict(zip(keys, group)), 'n_a': a, 'n_b': b, 'tau_a': tau_a,
+                    'tau_b': tau_b, 'exponent': float(np.log(tau_b / tau_a) / np.log(b / a)),
+                    'reached_a': len(reached[a]), 'runs_a': len(runs[a]), 'reached_b': len(reached[b]),
+                    'runs_b': len(runs[b])})
+  return out
 
 
 def normalization_reference(infos: Sequence[Mapping[str, Any]]) -> dict[str, float]:

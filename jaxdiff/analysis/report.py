@@ -58,6 +58,10 @@ def write_markdown(text: str, path: str) -> str:
   return path
 
 
+LOCAL_COLUMNS = ('y', 'group', 'n_a', 'n_b', 'tau_a', 'tau_b', 'exponent', 'reached_a', 'runs_a', 'reached_b',
+                 'runs_b')
+
+
 def _fit_rows(fits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   """One row per (fit, exponent): y, x, group, exponent, bootstrap interval, t interval, c, points."""
   out = []
@@ -78,7 +82,8 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
   quality_key: recompute tau_gen from this metric for every run; tau_gen_rel_tol, tau_gen_reference: ... with
   this tolerance and reference (`timescales.tau_gen`; None: as each run recorded them). reference: {'n', 'batch_size',
   'learning_rate'} of the normalized step (default: the smallest values among the runs).
-  Returns {'runs': table rows, 'fits': fit dicts, 'phase': phase rows, 'files': {name: path},
+  Returns {'runs': table rows, 'fits': fit dicts, 'local_exponents': `fits.local_exponents`' rows (group as text),
+  'phase': phase rows, 'files': {name: path},
   'markdown': the Markdown report}.
   """
   recompute = {k: v for k, v in (('rel_tol', tau_gen_rel_tol), ('quality_reference', tau_gen_reference))
@@ -91,6 +96,7 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
   rows = run_table(runs, reference=ref)
   fits = fits_lib.scaling_fits(rows, num_bootstrap=num_bootstrap, level=level, seed=seed)
   phase = fits_lib.phase_diagram(rows)
+  local = [{**r, 'group': _fmt(r['group'])} for r in fits_lib.local_exponents(rows)]
   fit_rows = _fit_rows(fits)
   phase_rows = [{k: v for k, v in p.items() if k != 'points'} for p in phase]
   files = {
@@ -98,6 +104,7 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
       'fits.csv': write_csv(fit_rows, os.path.join(out, 'fits.csv'),
                             ('y', 'regressor', 'fit', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
                              'num_points', 'residual_std')),
+      'local_exponents.csv': write_csv(local, os.path.join(out, 'local_exponents.csv'), LOCAL_COLUMNS),
       'phase.csv': write_csv(phase_rows, os.path.join(out, 'phase.csv'),
                              ('p', 'width', 'multiple', 'tau_gen', 'tau', 'n_star', 'num_clean')),
   }
@@ -109,6 +116,9 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
         'Student-t [lo_t, hi_t] for one regressor)', '',
         markdown_table(fit_rows, ('y', 'regressor', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
                                   'num_points')) if fit_rows else '(not enough runs for a fit)', '',
+        '## Local exponents of tau_mem (between consecutive n; ~1 where tau_mem ~ n holds, rising towards the '
+        "model's capacity n*)", '',
+        markdown_table(local, LOCAL_COLUMNS) if local else '(fewer than two n with tau_mem)', '',
         '## Phase diagram (smallest n not memorized at tau = k tau_gen)', '',
         markdown_table(phase_rows, ('p', 'width', 'multiple', 'tau', 'n_star', 'num_clean')) if phase_rows
         else '(no run has tau_gen)']
@@ -129,6 +139,8 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
     if phase:
       files['phase.png'] = plots.phase_plot(phase, os.path.join(out, 'phase.png'))
   with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(json_safe({'reference': ref, 'runs': rows, 'fits': fits, 'phase': phase}), f, indent=1)
+    json.dump(json_safe({'reference': ref, 'runs': rows, 'fits': fits, 'local_exponents': local, 'phase': phase}),
+              f, indent=1)
   files['summary.json'] = os.path.join(out, 'summary.json')
-  return {'runs': rows, 'fits': fits, 'phase': phase, 'files': files, 'markdown': markdown}
+  return {'runs': rows, 'fits': fits, 'local_exponents': local, 'phase': phase, 'files': files,
+          'markdown': markdown}
