@@ -38,6 +38,8 @@ def group_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[t
 
 # The hyperparameters that must be equal within a fit of tau against n (or n and width).
 FIT_GROUP_KEYS = ('family', 'dataset', 'optimizer', 'learning_rate', 'batch_size', 'conditional')
+# ... of a fit against n alone: also one width and one configured batch (the effective batch min(n, B) varies with n).
+N_FIT_GROUP_KEYS = tuple(k for k in FIT_GROUP_KEYS if k != 'batch_size') + ('width', 'batch_config')
 
 
 def memorization_rate(steps: Sequence[float], score: Sequence[float], tau_mem: float | None, *,
@@ -91,8 +93,8 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
 
   for y_key in ('tau_mem_fmem', 'tau_mem_loss'):
     # Against n at one configured batch (paper 3 sweeps B at fixed n; a full-batch sweep has one nominal B).
-    for group, subset in group_rows(rows, keys + ['width', 'batch_config']).items():
-      add(y_key, ['n'], keys + ['width', 'batch_config'], group, subset)
+    for group, subset in group_rows(rows, N_FIT_GROUP_KEYS).items():
+      add(y_key, ['n'], N_FIT_GROUP_KEYS, group, subset)
     # Against 1 / B at one n (paper 3: tau_mem ~ N / B), and jointly against n and 1 / B over an N x B grid.
     for group, subset in group_rows(rows, keys + ['width', 'n']).items():
       if len({r.get('batch_size') for r in subset}) > 1:
@@ -117,7 +119,7 @@ def local_exponents(rows: Sequence[Mapping[str, Any]],
   log(n_b / n_a) with tau the geometric mean over the runs that reached it. Each row also counts the runs at
   both ends and how many of them reached tau ('reached_a' of 'runs_a', ...): where some did not (the run ended
   first), that end's tau is a lower bound. Pairs where one end has no run with tau are skipped."""
-  keys = [k for k in FIT_GROUP_KEYS if k != 'batch_size'] + ['width', 'batch_config']
+  keys = N_FIT_GROUP_KEYS
   out = []
   for y_key in y_keys:
     for group, subset in group_rows(rows, keys).items():
