@@ -80,7 +80,7 @@ def test_analysis_recovers_tau_mem_proportional_to_n_over_w_from_run_dirs(sweep_
   assert sum(not r.finished for r in runs) == 10          # seed 2 has no summary.json: recomputed
   rows = analysis.run_table(runs)
   got = analysis.scaling_fits(rows, num_bootstrap=500)
-  per_width = [f for f in got if f['y'] == 'tau_mem_fmem' and f['x'] == 'n']
+  per_width = [f for f in got if f['y'] == 'tau_mem_fmem' and f['x'] == 'n' and f['runs'] == 'all']
   assert sorted(f['group']['width'] for f in per_width) == [16, 32]
   for f in per_width:
     assert f['n_lo'] < 1.0 < f['n_hi'], f
@@ -148,6 +148,29 @@ def test_local_exponents_follow_tau_mem_towards_capacity_and_count_runs_that_nev
   assert [r['exponent'] for r in wide] == pytest.approx([1.0, 1.0])
 
 
+def test_a_second_fit_against_n_keeps_only_the_runs_whose_window_is_open():
+  """tau_mem = max(floor, 20 n) with the floor just below tau_gen: the small n copy as soon as they learn (window
+  closed) and flatten the fit over all runs; the fit over the runs with tau_gen < tau_mem finds the law's 1, and
+  is there only for the definition and group where a window is closed."""
+  def row(n, seed, tau_mem, tau_loss, width=8):
+    return {'family': 'ddpm', 'dataset': 'digits', 'optimizer': 'adam', 'learning_rate': 1e-3, 'width': width,
+            'batch_config': 32, 'batch_size': min(n, 32), 'n': n, 'seed': seed, 'tau_gen': 1000.0,
+            'tau_mem_fmem': tau_mem, 'tau_mem_loss': tau_loss}
+  noise = (1.05, 1 / 1.05)
+  rows = [row(n, s, max(900.0, 20.0 * n) * f, 5e3 * n * f) for n in (16, 32, 64, 128, 256)
+          for s, f in enumerate(noise)]
+  rows += [row(n, s, 30.0 * n * f, None, width=16) for n in (64, 128, 256) for s, f in enumerate(noise)]
+  got = [f for f in fits.scaling_fits(rows, num_bootstrap=300) if f['x'] == 'n' and f['y'] != 'tau_gen']
+  by = {(f['y'], f['group']['width'], f['runs']): f for f in got}
+  assert set(by) == {('tau_mem_fmem', 8, 'all'), ('tau_mem_fmem', 8, fits.WINDOW_OPEN),
+                     ('tau_mem_loss', 8, 'all'), ('tau_mem_fmem', 16, 'all')}
+  everything, window = by['tau_mem_fmem', 8, 'all'], by['tau_mem_fmem', 8, fits.WINDOW_OPEN]
+  assert everything['num_points'] == 10 and window['num_points'] == 6       # n = 16, 32 are closed
+  assert everything['n_hi'] < 0.95
+  assert window['n'] == pytest.approx(1.0, abs=1e-6) and window['n_lo'] < 1.0 < window['n_hi']
+  assert by['tau_mem_loss', 8, 'all']['n'] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_recomputing_tau_gen_keeps_the_thresholds_the_run_recorded(tmp_path):
   """`--quality_key` / `--tau_gen_reference` recompute tau_gen only: tau_mem stays what the run's own
   thresholds gave (here f_mem's lower bound > 0 and the relative loss gap, not the library defaults)."""
@@ -199,7 +222,7 @@ def test_paper_3_analysis_fits_tau_mem_against_n_and_inverse_batch_and_collapses
       _write_run(str(tmp_path / f'b{b}' / f'n{n}'), n=n, width=8, seed=0, batch=b, family='flow', steps=50_000,
                  tau_mem=50.0 * n / b * math.exp(0.05 * rs.randn()), tau_gen=20.0)
   rep = report([str(tmp_path)], str(tmp_path / 'analysis'), num_bootstrap=300)
-  by_n = [f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'n']
+  by_n = [f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'n' and f['runs'] == 'all']
   by_b = [f for f in rep['fits'] if f['y'] == 'tau_mem_fmem' and f['x'] == 'inv_batch_size']
   assert sorted(f['group']['batch_config'] for f in by_n) == [2, 4, 8]
   assert sorted(f['group']['n'] for f in by_b) == [8, 16, 32]

@@ -42,6 +42,14 @@ FIT_GROUP_KEYS = ('family', 'dataset', 'optimizer', 'learning_rate', 'batch_size
 N_FIT_GROUP_KEYS = tuple(k for k in FIT_GROUP_KEYS if k != 'batch_size') + ('width', 'batch_config')
 
 
+# The `runs` of a fit over the runs whose window is open (`scaling_fits`).
+WINDOW_OPEN = 'tau_gen < tau_mem'
+
+
+def _positive(v: Any) -> bool:
+  return v is not None and bool(np.isfinite(v)) and v > 0
+
+
 def memorization_rate(steps: Sequence[float], score: Sequence[float], tau_mem: float | None, *,
                       upto: float = 0.9) -> float | None:
   """Least-squares slope of the memorization score (f_mem, or the copy score) against log10(step) over the
@@ -78,23 +86,31 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
     and jointly against n and 1/B over the whole grid (paper 3: tau_mem ~ N / B);
   - the same jointly against n and width, where several widths exist;
   - tau_gen against width (per n-independent group) and against n.
-  Returns one dict per fit: {'y', 'x', 'group', fit_scaling's keys} (failures are skipped).
+  Every fit is over all runs of its group ('runs': 'all'), except one more fit against n per group where some
+  runs' window is closed ('runs': WINDOW_OPEN, over the runs with tau_gen < tau_mem only): paper 1's law
+  tau_mem ~ n is stated where samples generalize before they copy; at small n a model copies as soon as it
+  has learned the data at all, and tau_mem sits near an n-independent floor that flattens the fit over all n.
+  Returns one dict per fit: {'y', 'x', 'group', 'runs', fit_scaling's keys} (failures are skipped).
   """
   keys = [k for k in FIT_GROUP_KEYS if k != 'batch_size']
   fits = []
 
-  def add(y_key, x_keys, group_keys, group, subset):
+  def add(y_key, x_keys, group_keys, group, subset, runs='all'):
     try:
       f = fit_scaling({k: [r.get(k) for r in subset] for k in x_keys}, [r.get(y_key) for r in subset],
                       num_bootstrap=num_bootstrap, level=level, seed=seed)
     except ValueError:
       return
-    fits.append({'y': y_key, 'x': '+'.join(x_keys), 'group': dict(zip(group_keys, group)), **f})
+    fits.append({'y': y_key, 'x': '+'.join(x_keys), 'group': dict(zip(group_keys, group)), 'runs': runs, **f})
 
   for y_key in ('tau_mem_fmem', 'tau_mem_loss'):
     # Against n at one configured batch (paper 3 sweeps B at fixed n; a full-batch sweep has one nominal B).
     for group, subset in group_rows(rows, N_FIT_GROUP_KEYS).items():
       add(y_key, ['n'], N_FIT_GROUP_KEYS, group, subset)
+      reached = [r for r in subset if _positive(r.get(y_key))]
+      window = [r for r in reached if _positive(r.get('tau_gen')) and r['tau_gen'] < r[y_key]]
+      if len(window) < len(reached):
+        add(y_key, ['n'], N_FIT_GROUP_KEYS, group, window, runs=WINDOW_OPEN)
     # Against 1 / B at one n (paper 3: tau_mem ~ N / B), and jointly against n and 1 / B over an N x B grid.
     for group, subset in group_rows(rows, keys + ['width', 'n']).items():
       if len({r.get('batch_size') for r in subset}) > 1:

@@ -36,7 +36,8 @@ def _panels(runs: Sequence[Run]):
 
 
 def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]], path: str) -> str:
-  """tau_mem (f_mem and loss definitions) and tau_gen against n, log-log, with the fitted power laws."""
+  """tau_mem (f_mem and loss definitions) and tau_gen against n, log-log, with the fitted power laws (dashed:
+  the fit over the runs whose window tau_gen < tau_mem is open, where some are closed)."""
   plt = pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(13, 4))
   widths = sorted({r.get('width') for r in rows}, key=lambda w: (w is None, w or 0))
@@ -50,9 +51,11 @@ def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]
       ax.loglog(n, tau, 'o', color=colors.get(w, 'k'), label=f'W={w}')
       for f in fits:
         if f['y'] == key and f['x'] == 'n' and f['group'].get('width') == w:
+          window = f.get('runs', 'all') != 'all'   # the fit over the runs with an open window: dashed
           grid = np.geomspace(n.min(), n.max(), 50)
-          ax.loglog(grid, f['c'] * grid ** f['n'], '-', color=colors.get(w, 'k'),
-                    label=f"alpha={f['n']:.2f} [{f['n_lo']:.2f}, {f['n_hi']:.2f}]")
+          ax.loglog(grid, f['c'] * grid ** f['n'], '--' if window else '-', color=colors.get(w, 'k'),
+                    label=f"alpha={f['n']:.2f} [{f['n_lo']:.2f}, {f['n_hi']:.2f}]"
+                    + (f" ({f['runs']})" if window else ''))
     ax.set_xlabel('n (training-set size)')
     ax.set_ylabel(key)
     ax.set_title({'tau_mem_fmem': 'tau_mem (f_mem leaves 0)', 'tau_mem_loss': 'tau_mem (loss gap opens)',

@@ -63,11 +63,12 @@ LOCAL_COLUMNS = ('y', 'group', 'n_a', 'n_b', 'tau_a', 'tau_b', 'exponent', 'reac
 
 
 def _fit_rows(fits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """One row per (fit, exponent): y, x, group, exponent, bootstrap interval, t interval, c, points."""
+  """One row per (fit, exponent): y, x, group, runs, exponent, bootstrap interval, t interval, c, points."""
   out = []
   for f in fits:
     for x in f['x'].split('+'):
-      out.append({'y': f['y'], 'regressor': x, 'fit': f['x'], 'group': _fmt(f['group']), 'exponent': f[x],
+      out.append({'y': f['y'], 'regressor': x, 'fit': f['x'], 'group': _fmt(f['group']), 'runs': f['runs'],
+                  'exponent': f[x],
                   'lo': f[f'{x}_lo'], 'hi': f[f'{x}_hi'], 'lo_t': f.get(f'{x}_lo_t'), 'hi_t': f.get(f'{x}_hi_t'),
                   'c': f['c'], 'num_points': f['num_points'], 'residual_std': f['residual_std']})
   return out
@@ -102,8 +103,8 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
   files = {
       'runs.csv': write_csv(rows, os.path.join(out, 'runs.csv'), RUN_COLUMNS),
       'fits.csv': write_csv(fit_rows, os.path.join(out, 'fits.csv'),
-                            ('y', 'regressor', 'fit', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
-                             'num_points', 'residual_std')),
+                            ('y', 'regressor', 'fit', 'group', 'runs', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t',
+                             'c', 'num_points', 'residual_std')),
       'local_exponents.csv': write_csv(local, os.path.join(out, 'local_exponents.csv'), LOCAL_COLUMNS),
       'phase.csv': write_csv(phase_rows, os.path.join(out, 'phase.csv'),
                              ('p', 'width', 'multiple', 'tau_gen', 'tau', 'n_star', 'num_clean')),
@@ -114,7 +115,7 @@ def report(workdirs: Sequence[str], out: str, *, quality_key: str | None = None,
         '## Runs', '', markdown_table(rows, RUN_COLUMNS), '',
         f'## Fits (log y = log c + sum exponent log x; {level:.0%} bootstrap interval [lo, hi], '
         'Student-t [lo_t, hi_t] for one regressor)', '',
-        markdown_table(fit_rows, ('y', 'regressor', 'group', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
+        markdown_table(fit_rows, ('y', 'regressor', 'group', 'runs', 'exponent', 'lo', 'hi', 'lo_t', 'hi_t', 'c',
                                   'num_points')) if fit_rows else '(not enough runs for a fit)', '',
         '## Local exponents of tau_mem (between consecutive n; ~1 where tau_mem ~ n holds, rising towards the '
         "model's capacity n*)", '',
