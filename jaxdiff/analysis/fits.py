@@ -115,8 +115,9 @@ def scaling_fits(rows: Sequence[Mapping[str, Any]], *, num_bootstrap: int = 2000
     for group, subset in group_rows(rows, keys + ['width', 'n']).items():
       if len({r.get('batch_size') for r in subset}) > 1:
         add(y_key, ['inv_batch_size'], keys + ['width', 'n'], group, subset)
+    # (A batch that varies only through min(n, B) at one configured B is confounded with n: no joint fit.)
     for group, subset in group_rows(rows, keys + ['width']).items():
-      if len({r.get('batch_size') for r in subset}) > 1 and len({r.get('n') for r in subset}) > 1:
+      if len({r.get('batch_config') for r in subset}) > 1 and len({r.get('n') for r in subset}) > 1:
         add(y_key, ['n', 'inv_batch_size'], keys + ['width'], group, subset)
     for group, subset in group_rows(rows, keys).items():
       if len({r.get('width') for r in subset}) > 1:
