@@ -155,8 +155,7 @@ def test_a_second_fit_against_n_keeps_only_the_runs_whose_window_is_open():
   def row(n, seed, tau_mem, tau_loss, width=8):
     return {'family': 'ddpm', 'dataset': 'digits', 'optimizer': 'adam', 'learning_rate': 1e-3, 'width': width,
             'batch_config': 32, 'batch_size': min(n, 32), 'inv_batch_size': 1 / min(n, 32), 'n': n, 'seed': seed,
-            'tau_gen': 1000.0,
-            'tau_mem_fmem': tau_mem, 'tau_mem_loss': tau_loss}
+            'tau_gen': 1000.0, 'tau_mem_fmem': tau_mem, 'tau_mem_loss': tau_loss}
   noise = (1.05, 1 / 1.05)
   rows = [row(n, s, max(900.0, 20.0 * n) * f, 5e3 * n * f) for n in (16, 32, 64, 128, 256)
           for s, f in enumerate(noise)]

@@ -144,8 +144,7 @@ def local_exponents(rows: Sequence[Mapping[str, Any]],
       for r in subset:
         if r.get('n') is not None:
           runs.setdefault(r['n'], []).append(r.get(y_key))
-      reached = {n: [float(v) for v in vals if v is not None and np.isfinite(v) and v > 0]
-                 for n, vals in runs.items()}
+      reached = {n: [float(v) for v in vals if _positive(v)] for n, vals in runs.items()}
       ns = sorted(n for n in runs if reached[n])
       for a, b in zip(ns, ns[1:]):
         tau_a, tau_b = (float(np.exp(np.mean(np.log(reached[n])))) for n in (a, b))

@@ -51,7 +51,7 @@ def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]
       ax.loglog(n, tau, 'o', color=colors.get(w, 'k'), label=f'W={w}')
       for f in fits:
         if f['y'] == key and f['x'] == 'n' and f['group'].get('width') == w:
-          window = f.get('runs', 'all') != 'all'   # the fit over the runs with an open window: dashed
+          window = f['runs'] != 'all'   # the fit over the runs with an open window: dashed
           grid = np.geomspace(n.min(), n.max(), 50)
           ax.loglog(grid, f['c'] * grid ** f['n'], '--' if window else '-', color=colors.get(w, 'k'),
                     label=f"alpha={f['n']:.2f} [{f['n_lo']:.2f}, {f['n_hi']:.2f}]"
