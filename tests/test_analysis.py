@@ -251,3 +251,17 @@ def test_memorization_rate_and_best_before_read_only_their_side_of_tau_mem():
   assert fits.memorization_rate(steps, [0.0, 0.0, 0.3, 0.6], 5000) is None   # one milestone after tau_mem
   assert fits.best_before(steps, [5.0, 2.0, 1.0, 0.5], 100) == 2.0
   assert fits.best_before(steps, [5.0, 2.0, 1.0, 0.5], None) == 0.5
+
+
+def test_runs_that_never_memorized_are_drawn_as_lower_bounds_at_their_last_step(tmp_path):
+  """A run that did not copy within its steps still bounds tau_mem from below: tau_vs_n draws it at its last
+  step (plots.not_reached), per width and tau definition; runs that memorized are not among them."""
+  from jaxdiff.analysis import plots
+  for n, tau_mem in ((64, 4000.0), (256, 1e6)):     # n = 256 memorizes long after its 28k steps
+    _write_run(str(tmp_path / f'n{n}'), n=n, width=8, seed=0, tau_mem=tau_mem, tau_gen=2500.0, steps=28_000)
+  rows = analysis.run_table(analysis.load_runs([str(tmp_path)]))
+  by_n = {r['n']: r for r in rows}
+  assert by_n[256]['tau_mem_fmem'] is None and by_n[64]['tau_mem_fmem'] is not None
+  assert plots.not_reached(rows, 'tau_mem_fmem', 8) == [(256.0, 28000.0)]
+  assert plots.not_reached(rows, 'tau_mem_fmem', 16) == []
+  assert plots.tau_vs_n(rows, [], str(tmp_path / 'tau_vs_n.png')).endswith('tau_vs_n.png')

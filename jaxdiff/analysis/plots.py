@@ -35,15 +35,27 @@ def _panels(runs: Sequence[Run]):
   return widths, [[r for r in runs if r.info.get('width') == w] for w in widths]
 
 
+def not_reached(rows: Sequence[Mapping[str, Any]], key: str, width: Any) -> list[tuple[float, float]]:
+  """(n, last step) of the runs at `width` that did not reach `key` within their run: tau > last step, a lower
+  bound that tau_vs_n draws as an open triangle (a run that never copied still says its tau_mem is later)."""
+  return [(float(r['n']), float(r['last_step'])) for r in rows
+          if r.get('width') == width and r.get('n') and r.get(key) is None and r.get('last_step')]
+
+
 def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]], path: str) -> str:
   """tau_mem (f_mem and loss definitions) and tau_gen against n, log-log, with the fitted power laws (dashed:
-  the fit over the runs whose window tau_gen < tau_mem is open, where some are closed)."""
+  the fit over the runs whose window tau_gen < tau_mem is open, where some are closed); runs that did not reach
+  tau_mem are open triangles at their last step (`not_reached`)."""
   plt = pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(13, 4))
   widths = sorted({r.get('width') for r in rows}, key=lambda w: (w is None, w or 0))
   colors = _colors([w for w in widths if w])
+  all_n = sorted({float(r['n']) for r in rows if r.get('n')})
   for ax, key in zip(axes, ('tau_mem_fmem', 'tau_mem_loss', 'tau_gen')):
     for w in widths:
+      later = not_reached(rows, key, w) if key != 'tau_gen' else []
+      if later:
+        ax.loglog(*np.array(later).T, '^', mfc='none', color=colors.get(w, 'k'), label=f'W={w}: not by the last step')
       pts = [(r['n'], r[key]) for r in rows if r.get('width') == w and r.get(key) and r.get('n')]
       if not pts:
         continue
@@ -56,6 +68,9 @@ def tau_vs_n(rows: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]
           ax.loglog(grid, f['c'] * grid ** f['n'], '--' if window else '-', color=colors.get(w, 'k'),
                     label=f"alpha={f['n']:.2f} [{f['n_lo']:.2f}, {f['n_hi']:.2f}]"
                     + (f" ({f['runs']})" if window else ''))
+    if all_n:   # the swept n as plain ticks (log axes spanning under a decade label every minor tick)
+      ax.set_xticks(all_n, [f'{v:g}' for v in all_n])
+      ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel('n (training-set size)')
     ax.set_ylabel(key)
     ax.set_title({'tau_mem_fmem': 'tau_mem (f_mem leaves 0)', 'tau_mem_loss': 'tau_mem (loss gap opens)',
