@@ -18,9 +18,11 @@ def selects_slow_tests(argv) -> bool:
 # fast enough. Set before jax is imported; subprocesses inherit it (run_python adds the device count). Not for
 # `-m slow`: those tests train for minutes, where unoptimized code runs several times slower (bench/README.md,
 # "Tests").
+# pytest-xdist's workers (PYTEST_XDIST_WORKER) do not see the command line in sys.argv: they inherit XLA_FLAGS
+# from the controller, which decided.
 FAST_COMPILE_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 if (FAST_COMPILE_FLAGS not in os.environ.get('XLA_FLAGS', '')  # keep a child's device count
-    and not selects_slow_tests(sys.argv)):
+    and 'PYTEST_XDIST_WORKER' not in os.environ and not selects_slow_tests(sys.argv)):
   os.environ['XLA_FLAGS'] = f"{FAST_COMPILE_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
