@@ -25,6 +25,10 @@ if (FAST_COMPILE_FLAGS not in os.environ.get('XLA_FLAGS', '')  # keep a child's 
     and 'PYTEST_XDIST_WORKER' not in os.environ and not selects_slow_tests(sys.argv)):
   os.environ['XLA_FLAGS'] = f"{FAST_COMPILE_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
+if 'PYTEST_XDIST_WORKER' in os.environ:
+  # On a GPU every worker would otherwise reserve 75% of its memory at the first jax call.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
